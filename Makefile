@@ -1,0 +1,38 @@
+# `make run` and `make test` set everything up on a fresh machine (Python >= 3.11 required).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test lint typecheck unit bench-engine clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+## Start the engine with the built-in tiny model on http://127.0.0.1:3000.
+run: $(STAMP)
+	$(BIN)/streamgate engine
+
+## Lint, type-check and run the whole test suite.
+test: lint typecheck
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check server tests loadtest
+	$(BIN)/ruff format --check server tests loadtest
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+## Engine throughput, batching, prefix-cache and quantization benchmark (docs/benchmarks.md).
+bench-engine: $(STAMP)
+	$(BIN)/python loadtest/bench_engine.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,273 @@
+"""Engine benchmark over HTTP streaming (TGI protocol), on loopback.
+
+Measures, each in one run so that ratios compare like with like on a noisy shared machine:
+  1. tokens/s at 1, 8 and 32 concurrent streams of 128 new tokens (tiny and a ~7M Llama shape);
+  2. continuous vs static batching on a mixed-length workload at 32 streams;
+  3. time to first token of a prompt with a 512-token cached prefix vs uncached;
+  4. float32 vs int8 vs int4: weight bytes and tokens/s.
+
+Usage: python loadtest/bench_engine.py [--quick] [--out bench-results/engine.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+SEVEN_M = [
+    "--vocab-size", "8192", "--hidden-size", "256", "--num-layers", "4",
+    "--num-heads", "4", "--num-kv-heads", "4", "--intermediate-size", "688",
+]  # fmt: skip
+
+
+@dataclass
+class RunResult:
+    streams: int
+    requests: int
+    tokens: int
+    seconds: float
+    ttft_p50_ms: float
+    ttft_p90_ms: float
+    itl_p50_ms: float
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def engine(*args: str) -> Iterator[str]:
+    """Run `streamgate engine` on a free loopback port; yield its base URL."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "streamgate", "engine", "--port", str(port), *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"engine exited: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def wait_ready(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:
+    for _ in range(600):
+        try:
+            async with session.get(f"{url}/health") as r:
+                if r.status == 200:
+                    async with session.get(f"{url}/info") as info:
+                        data: dict[str, Any] = await info.json()
+                        return data
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.2)
+    raise RuntimeError("engine not ready")
+
+
+async def stream_one(
+    session: aiohttp.ClientSession, url: str, inputs: str, max_new_tokens: int
+) -> tuple[int, float, list[float]]:
+    """One streaming request: (tokens, time to first token, inter-token gaps)."""
+    body = {"inputs": inputs, "parameters": {"max_new_tokens": max_new_tokens}}
+    start = time.perf_counter()
+    ttft = 0.0
+    gaps: list[float] = []
+    last = start
+    tokens = 0
+    async with session.post(f"{url}/generate_stream", json=body) as resp:
+        async for line in resp.content:
+            if not line.startswith(b"data:"):
+                continue
+            event = json.loads(line[5:])
+            if "error" in event:
+                raise RuntimeError(event["error"])
+            now = time.perf_counter()
+            if tokens == 0:
+                ttft = now - start
+            else:
+                gaps.append(now - last)
+            last = now
+            tokens += 1
+    return tokens, ttft, gaps
+
+
+async def closed_loop(url: str, streams: int, jobs: list[tuple[str, int]]) -> RunResult:
+    """`streams` workers take jobs (prompt, max_new_tokens) until none is left."""
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        await wait_ready(session, url)
+        await stream_one(session, url, "warm up", 4)
+        pending = list(jobs)
+        ttfts: list[float] = []
+        gaps: list[float] = []
+        tokens = 0
+
+        async def worker() -> None:
+            nonlocal tokens
+            while pending:
+                inputs, n = pending.pop()
+                count, ttft, g = await stream_one(session, url, inputs, n)
+                tokens += count
+                ttfts.append(ttft)
+                gaps.extend(g)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(streams)))
+        seconds = time.perf_counter() - start
+    return RunResult(
+        streams=streams,
+        requests=len(jobs),
+        tokens=tokens,
+        seconds=seconds,
+        ttft_p50_ms=percentile(ttfts, 0.5) * 1e3,
+        ttft_p90_ms=percentile(ttfts, 0.9) * 1e3,
+        itl_p50_ms=percentile(gaps, 0.5) * 1e3,
+    )
+
+
+def prompts(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    words = ["stream", "gate", "token", "batch", "cache", "model", "route", "reply", "fast"]
+    return [" ".join(rng.choice(words) for _ in range(4)) + f" {i}" for i in range(n)]
+
+
+async def throughput(url: str, streams: int, new_tokens: int, rounds: int) -> RunResult:
+    jobs = [(p, new_tokens) for p in prompts(streams * rounds, seed=streams)]
+    return await closed_loop(url, streams, jobs)
+
+
+async def mixed_lengths(url: str, streams: int, requests: int) -> RunResult:
+    rng = random.Random(1)
+    jobs = [(p, rng.randint(16, 128)) for p in prompts(requests, seed=99)]
+    return await closed_loop(url, streams, jobs)
+
+
+async def prefix_ttft(url: str, prefixes: int) -> dict[str, float]:
+    """TTFT of a ~512-token-prefix prompt the first time (uncached) and again (cached)."""
+    rng = random.Random(5)
+    uncached: list[float] = []
+    cached: list[float] = []
+    async with aiohttp.ClientSession() as session:
+        await wait_ready(session, url)
+        for i in range(prefixes):
+            prefix = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz ") for _ in range(511))
+            _, t0, _ = await stream_one(session, url, f"{prefix}Q{i}a", 1)
+            _, t1, _ = await stream_one(session, url, f"{prefix}Q{i}b", 1)
+            uncached.append(t0)
+            cached.append(t1)
+    return {
+        "uncached_ttft_p50_ms": statistics.median(uncached) * 1e3,
+        "cached_ttft_p50_ms": statistics.median(cached) * 1e3,
+        "ratio": statistics.median(cached) / statistics.median(uncached),
+    }
+
+
+async def info_of(url: str) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as session:
+        return await wait_ready(session, url)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (smoke run)")
+    parser.add_argument("--out", default="bench-results/engine.json")
+    args = parser.parse_args()
+    rounds = 1 if args.quick else 2
+    report: dict[str, Any] = {"cpu_count": os.cpu_count(), "rounds": rounds}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        seven_m = str(Path(tmp) / "llama-7m")
+        subprocess.run(
+            [sys.executable, "-m", "streamgate", "write-tiny-model", seven_m, *SEVEN_M],
+            check=True,
+        )
+        for name, model in (("tiny", "tiny"), ("llama-7m", seven_m)):
+            with engine("--model", model) as url:
+                runs = [asyncio.run(throughput(url, c, 128, rounds)) for c in (1, 8, 32)]
+            report[f"throughput_{name}"] = [
+                asdict(r) | {"tokens_per_s": r.tokens_per_s} for r in runs
+            ]
+            print(f"\n{name}: streams tokens/s ttft_p50_ms itl_p50_ms")
+            for r in runs:
+                print(
+                    f"  {r.streams:>3} {r.tokens_per_s:>9.0f} "
+                    f"{r.ttft_p50_ms:>8.1f} {r.itl_p50_ms:>6.2f}"
+                )
+            print(f"  32 streams / 1 stream = {runs[2].tokens_per_s / runs[0].tokens_per_s:.1f}x")
+
+        batching = {}
+        for mode in ("continuous", "static"):
+            with engine("--model", seven_m, "--scheduling", mode) as url:
+                batching[mode] = asyncio.run(mixed_lengths(url, 32, 96 * rounds))
+        report["batching"] = {
+            k: asdict(v) | {"tokens_per_s": v.tokens_per_s} for k, v in batching.items()
+        }
+        ratio = batching["continuous"].tokens_per_s / batching["static"].tokens_per_s
+        print(
+            f"\ncontinuous {batching['continuous'].tokens_per_s:.0f} tok/s vs static "
+            f"{batching['static'].tokens_per_s:.0f} tok/s = {ratio:.2f}x"
+        )
+
+        with engine("--model", seven_m) as url:
+            report["prefix"] = asyncio.run(prefix_ttft(url, 5 if args.quick else 10))
+        print(f"\nprefix TTFT: {report['prefix']}")
+
+        quant = {}
+        for q in ("float32", "int8", "int4"):
+            flags = ["--quantize", q] if q != "float32" else []
+            with engine("--model", seven_m, *flags) as url:
+                info = asyncio.run(info_of(url))
+                one = asyncio.run(throughput(url, 1, 128, rounds))
+                many = asyncio.run(throughput(url, 32, 128, rounds))
+            quant[q] = {
+                "weight_bytes": info.get("weight_bytes"),
+                "tokens_per_s_1": one.tokens_per_s,
+                "tokens_per_s_32": many.tokens_per_s,
+            }
+            print(f"{q}: {quant[q]}")
+        report["quantization"] = quant
+
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
