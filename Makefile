@@ -12,12 +12,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+include mk/protos.mk
+
 ## Start the engine with the built-in tiny model on http://127.0.0.1:3000.
 run: $(STAMP)
 	$(BIN)/streamgate engine
 
 ## Lint, type-check and run the whole test suite.
-test: lint typecheck
+test: lint typecheck protos-check buf-lint
 	$(BIN)/pytest -q
 
 lint: $(STAMP)

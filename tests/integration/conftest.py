@@ -102,10 +102,11 @@ class Engine:
         return samples
 
     def idle(self) -> bool:
-        """No sequence queued or running, and no KV block held."""
+        """No request in flight, no sequence queued or running, no KV block held."""
         m = self.metrics()
         return (
-            m['streamgate_engine_kv_blocks{state="used"}'] == 0
+            m["streamgate_engine_requests_in_flight"] == 0
+            and m['streamgate_engine_kv_blocks{state="used"}'] == 0
             and m["tgi_queue_size"] == 0
             and m["tgi_batch_current_size"] == 0
         )

@@ -11,6 +11,8 @@ from text_generation.errors import OverloadedError, ValidationError
 from text_generation.types import FinishReason
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from conftest import Engine
 
 TIMEOUT = 120  # the client's timeout bounds a whole call
@@ -142,18 +144,22 @@ async def test_async_client_generate_and_stream(url: str) -> None:
             pass
 
 
-async def test_overloaded_error_mapping(limited_engine: Engine) -> None:
+async def test_overloaded_error_mapping(limited_engine: Engine, wait: Callable[..., None]) -> None:
     """Past max_concurrent_requests, TGI's `overloaded` error comes back at once."""
     url = limited_engine.url
     prompt = limited_engine.long_running_prompt(400)
+    wait(limited_engine.idle, "both slots of the limited engine to be free")
     body = {"inputs": prompt, "parameters": {"max_new_tokens": 400}}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as session:
         # Two streams fill both slots: the first runs (batch size 1) for 400 steps, the second
         # waits behind it; neither can end before the first has generated 400 tokens.
         first = await session.post(url + "/generate_stream", json=body)
-        assert (await first.content.readuntil(b"\n\n")).startswith(b"data:{")
+        event = b":\n\n"
+        while event == b":\n\n":  # keep-alives (10 ms) may come before the first token
+            event = await first.content.readuntil(b"\n\n")
+        assert event.startswith(b"data:{") and b'"token"' in event, event
         second = await session.post(url + "/generate_stream", json=body)
-        assert second.status == 200  # its headers come with its first (keep-alive) bytes
+        assert second.status == 200
 
         with pytest.raises(OverloadedError, match="Model is overloaded"):
             client(url).generate("Hello", max_new_tokens=2)

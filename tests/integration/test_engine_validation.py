@@ -13,6 +13,8 @@ import aiohttp
 import pytest
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from conftest import Engine
 
 # The limits of the shared `engine` fixture (checked by `limits` below).
@@ -227,7 +229,7 @@ async def test_stream_only_checks(url: str) -> None:
         )
 
 
-async def test_best_of_checks(limited_engine: Engine) -> None:
+async def test_best_of_checks(limited_engine: Engine, wait: Callable[..., None]) -> None:
     """With --max-best-of 2: TGI's best_of rules, and a working best_of."""
     url = limited_engine.url
     cases = [
@@ -244,11 +246,8 @@ async def test_best_of_checks(limited_engine: Engine) -> None:
         "inputs": "Hi",
         "parameters": {"best_of": 2, "do_sample": True, "max_new_tokens": 5, "details": True},
     }
+    wait(limited_engine.idle, "both slots of the limited engine to be free")  # best_of 2: 2 slots
     status, raw = await post(url + "/generate", body)
-    for _ in range(100):  # another test may still hold a slot of this 2-slot engine
-        if status != 429:
-            break
-        status, raw = await post(url + "/generate", body)
     assert status == 200, raw
     details = json.loads(raw)["details"]
     assert len(details["best_of_sequences"]) == 1
@@ -296,3 +295,20 @@ async def test_explicit_nulls_are_defaults(url: str) -> None:
     assert set(json.loads(raw)) == {"generated_text"}  # details not asked for
     status, raw = await post(url + "/generate", {"inputs": "Hi", "parameters": None})
     assert status == 200, raw
+
+
+async def test_huge_input_is_truncated_or_refused(engine: Engine) -> None:
+    """A prompt longer than the context: truncate keeps its end; without truncate, TGI's check."""
+    text = "0123456789" * 2000  # tokenized off the event loop (long input)
+    n = len(engine.tokenize(text))
+    assert n > MAX_TOTAL_TOKENS
+    await expect_error(
+        engine.url,
+        {"inputs": text, "parameters": {"max_new_tokens": 1}},
+        f"`inputs` tokens + `max_new_tokens` must be <= {MAX_TOTAL_TOKENS}. "
+        f"Given: {n} `inputs` tokens and 1 `max_new_tokens`",
+    )
+    params = {"max_new_tokens": 1, "truncate": 10}
+    status, headers, body = engine.post("/generate", {"inputs": text, "parameters": params})
+    assert status == 200, body
+    assert headers["x-prompt-tokens"] == "10"

@@ -83,10 +83,11 @@ class RequestStream:
             if isinstance(event, ErrorEvent):
                 self._finished = True
                 raise GenerationError(event.message)
-            yield event
             if event.finish is not None:
-                self._finished = True
+                self._finished = True  # before yielding: a consumer may stop at the last event
+                yield event
                 return
+            yield event
 
     def abort(self) -> None:
         """Drop the request: it leaves the batch at the next step and its blocks are freed."""

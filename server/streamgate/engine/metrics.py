@@ -79,10 +79,12 @@ class _EngineCollector(Collector):
     def __init__(
         self,
         stats: Callable[[], EngineStats],
+        in_flight: Callable[[], int],
         max_batch_total_tokens: int,
         weight_bytes: int,
     ) -> None:
         self._stats = stats
+        self._in_flight = in_flight
         self._max_batch_total_tokens = max_batch_total_tokens
         self._weight_bytes = weight_bytes
 
@@ -134,6 +136,11 @@ class _EngineCollector(Collector):
         yield GaugeMetricFamily(
             "streamgate_engine_weight_bytes", "Bytes of model weights", value=self._weight_bytes
         )
+        yield GaugeMetricFamily(
+            "streamgate_engine_requests_in_flight",
+            "Generate requests holding one of max_concurrent_requests slots",
+            value=self._in_flight(),
+        )
 
 
 class ServerMetrics:
@@ -142,6 +149,7 @@ class ServerMetrics:
     def __init__(
         self,
         stats: Callable[[], EngineStats],
+        in_flight: Callable[[], int],
         *,
         max_input_tokens: int,
         max_total_tokens: int,
@@ -151,7 +159,9 @@ class ServerMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self._counters = _TgiCounters()
         self.registry.register(self._counters)
-        self.registry.register(_EngineCollector(stats, max_batch_total_tokens, weight_bytes))
+        self.registry.register(
+            _EngineCollector(stats, in_flight, max_batch_total_tokens, weight_bytes)
+        )
 
         durations = _duration_buckets()
 

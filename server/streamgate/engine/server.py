@@ -84,7 +84,9 @@ def _generation_failure(err: GenerationError) -> _Failure:
     return _Failure(424, f"Request failed during generation: {err}", "generation")
 
 
-_OVERLOADED = _Failure(429, "Model is overloaded", "overloaded")
+def _overloaded() -> _Failure:
+    # A new instance each time: re-raising one shared exception would grow its traceback.
+    return _Failure(429, "Model is overloaded", "overloaded")
 
 
 @dataclass
@@ -118,6 +120,7 @@ class EngineServer:
         self.compute_type = engine.model_info.device
         self.metrics = ServerMetrics(
             engine.stats,
+            lambda: self.in_flight,
             max_input_tokens=self.limits.max_input_tokens,
             max_total_tokens=self.limits.max_total_tokens,
             max_batch_total_tokens=config.kv_cache_tokens or config.max_batch_total_tokens,
@@ -214,7 +217,7 @@ class EngineServer:
             n = max(best_of, 1)
             if not self._acquire(n):
                 self.metrics.request_failed("overloaded")
-                raise _OVERLOADED
+                raise _overloaded()
             try:
                 valid = await self._validate(inputs, params, full_text_default=compat)
                 submitted = time.monotonic()
@@ -339,7 +342,7 @@ class EngineServer:
             raise _validation_failure(err) from None
         if not self._acquire(1):
             self.metrics.request_failed("overloaded")
-            raise _OVERLOADED
+            raise _overloaded()
         try:
             valid = await self._validate(inputs, params, full_text_default=full_text_default)
             self._check_alive()

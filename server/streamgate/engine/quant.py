@@ -1,0 +1,423 @@
+"""Weight-only quantization of the model's Linear and Embedding modules (int8 and int4).
+
+Weights are stored as integers (int8, or two 4-bit codes per uint8 byte) with bfloat16 scales;
+activations stay in floating point. `quantize_model` swaps the modules in place.
+
+Kernels, chosen per call (timings and crossovers: the benchmark in the quant tests' docstring):
+- CPU, few rows: `aten._weight_int8pack_mm` / `aten._weight_int4pack_mm_for_cpu` on bfloat16
+  activations. Their float32/float16 variants are scalar loops on x86 (10x slower), so other
+  dtypes are cast to bfloat16 and back. Both kernels dequantize the whole weight again for every
+  block of 4 rows, so their cost grows with the row count.
+- Many rows (prefill), or any other device: dequantize the weight transiently and run a float
+  GEMM. On CPU that GEMM is float32 whatever the activation dtype: without AMX/AVX512-BF16, CPU
+  bfloat16/float16 GEMMs are 5-8x slower than float32 ones.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+QuantMode = Literal["int8", "int4"]
+
+# Row counts up to which the CPU kernels beat dequantize + float32 GEMM (1 thread, AVX2).
+INT8_KERNEL_MAX_ROWS = 12
+INT4_KERNEL_MAX_ROWS = 64
+# Weights above twice this many elements are dequantized for the float GEMM in slices of it.
+DEQUANT_SLICE_ELEMENTS = 1 << 18
+# Group sizes the CPU int4 kernel accepts.
+INT4_KERNEL_GROUP_SIZES = (32, 64, 128, 256)
+# Int4 layout block when the CPU kernel is unusable (any block width dequantizes the same way).
+_DEFAULT_INT4_BLOCK_N = 32
+# Smallest scale: all-zero (or constant) rows and groups must not divide by zero.
+_MIN_SCALE = 1e-12
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """Dtype of the dequantized GEMM: float32 on CPU (see the module docstring), else x's."""
+    return torch.float32 if x.is_cpu else x.dtype
+
+
+def _bf16(t: torch.Tensor) -> torch.Tensor:
+    # Scales are stored in bfloat16; only a later model.to(dtype) can have converted them.
+    return t if t.dtype == torch.bfloat16 else t.to(torch.bfloat16)
+
+
+def _bf16_rows(rows: torch.Tensor) -> torch.Tensor:
+    """Contiguous bfloat16 rows whose start is 32-byte aligned.
+
+    The AVX2/AVX512 int8 kernel reads activations with aligned vector loads: a misaligned view
+    (a bfloat16 input sliced at an odd element) would crash the process, not raise. A converted
+    copy is a fresh, aligned allocation.
+    """
+    if rows.dtype != torch.bfloat16:
+        return rows.to(torch.bfloat16).contiguous()
+    rows = rows.contiguous()
+    return rows if rows.data_ptr() % 32 == 0 else rows.clone()
+
+
+def _finish(y: torch.Tensor, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """Output [rows, out] of a quantized Linear back in x's dtype and leading shape, plus bias.
+
+    Each tensor op costs microseconds of dispatch at these sizes, so no-op steps are skipped.
+    """
+    if y.dtype != x.dtype:
+        y = y.to(x.dtype)
+    if bias is not None:
+        y = y.add_(bias if bias.dtype == y.dtype else bias.to(y.dtype))
+    return y if x.dim() == 2 else y.view(*x.shape[:-1], y.shape[-1])
+
+
+def quantize_rows_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-row int8: (int8 codes [rows, cols], bfloat16 scale [rows]).
+
+    The scale is rounded to bfloat16 before the codes are computed, so the codes are exact for
+    the scale actually stored (and given to the bfloat16 kernel) rather than for a finer one.
+    """
+    w = weight.detach().float()
+    scale = (w.abs().amax(dim=1) / 127).clamp_min(_MIN_SCALE).to(torch.bfloat16)
+    codes = torch.round(w / scale.float().unsqueeze(1)).clamp_(-127, 127).to(torch.int8)
+    return codes, scale
+
+
+def pack_int4(codes: torch.Tensor, block_n: int) -> torch.Tensor:
+    """Pack 4-bit codes [N, K] (values 0..15, N % block_n == 0) into uint8 [N, K // 2].
+
+    Layout of the CPU int4 kernel (`aten._convert_weight_to_int4pack_for_cpu`): the rows come in
+    blocks of `block_n`; a block is stored k-major as [K, block_n // 2] bytes, and byte j of
+    column k holds row j of the block in its low nibble and row j + block_n // 2 in its high one.
+    The returned 2-D shape is only the kernel's expected view of those bytes.
+    """
+    n, k = codes.shape
+    half = block_n // 2
+    blocks = codes.to(torch.uint8).view(n // block_n, block_n, k).transpose(1, 2)
+    packed = blocks[..., :half] | (blocks[..., half:] << 4)
+    return packed.contiguous().view(n, k // 2)
+
+
+def unpack_int4(packed: torch.Tensor, block_n: int) -> torch.Tensor:
+    """Inverse of `pack_int4`: uint8 [N, K // 2] to codes uint8 [N, K] (plain, not fast)."""
+    n, k = packed.shape[0], packed.shape[1] * 2
+    blocks = packed.view(n // block_n, k, block_n // 2)
+    codes = torch.cat([blocks & 15, blocks >> 4], dim=2)  # [N / block_n, K, block_n]
+    return codes.transpose(1, 2).reshape(n, k)
+
+
+@functools.cache
+def cpu_int4_block_n() -> int | None:
+    """Block width of the CPU int4 kernel's weight layout (32 AVX2, 64 AVX512), None if unusable.
+
+    Found by packing a probe with the kernel's own packer and matching it against `pack_int4`:
+    the layout depends on the CPU the kernel was compiled for (ARM and non-vector builds pair
+    adjacent rows instead), and those layouts are left to the dequantizing path.
+    """
+    aten = torch.ops.aten
+    if not all(
+        hasattr(aten, op)
+        for op in ("_convert_weight_to_int4pack_for_cpu", "_weight_int4pack_mm_for_cpu")
+    ):
+        return None  # torch < 2.6
+    probe = torch.randint(0, 16, (128, 64), generator=torch.Generator().manual_seed(0))
+    kernel_packed = aten._convert_weight_to_int4pack_for_cpu(probe.to(torch.int32), 1)
+    for block_n in (32, 64):
+        if torch.equal(kernel_packed.view(-1), pack_int4(probe, block_n).view(-1)):
+            return block_n
+    return None
+
+
+class Int8Linear(nn.Module):
+    """Linear layer with per-output-channel symmetric int8 weights: y = (x @ q.T) * scale + b."""
+
+    weight: torch.Tensor  # int8 [out, in]
+    scale: torch.Tensor  # bfloat16 [out]
+    bias: torch.Tensor | None  # activation dtype [out]
+
+    def __init__(
+        self, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None
+    ) -> None:
+        super().__init__()
+        if weight.dtype != torch.int8 or weight.dim() != 2:
+            raise ValueError(f"Int8Linear needs a 2-D int8 weight, got {weight.dtype}")
+        self.in_features = weight.shape[1]
+        self.out_features = weight.shape[0]
+        self.register_buffer("weight", weight)
+        self.register_buffer("scale", scale)
+        self.register_buffer("bias", None if bias is None else bias.detach().clone())
+
+    @classmethod
+    def from_float(cls, linear: nn.Linear) -> Int8Linear:
+        """Quantize a float Linear (its bias is kept as is)."""
+        weight, scale = quantize_rows_int8(linear.weight)
+        return cls(weight, scale, linear.bias)
+
+    def dequantize(self) -> torch.Tensor:
+        """The float32 weight [out, in] this layer computes with."""
+        return self.weight.float() * self.scale.float().unsqueeze(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x if x.dim() == 2 else x.reshape(-1, self.in_features)
+        # The kernel's vector loop has no remainder: in_features must be a multiple of 16.
+        if x.is_cpu and rows.shape[0] <= INT8_KERNEL_MAX_ROWS and self.in_features % 16 == 0:
+            y = torch.ops.aten._weight_int8pack_mm(_bf16_rows(rows), self.weight, _bf16(self.scale))
+        else:
+            dtype = _compute_dtype(x)
+            if rows.dtype != dtype:
+                rows = rows.to(dtype)
+            # Scaling the [rows, out] output is cheaper than scaling the [out, in] weight; the
+            # in-place product promotes the bfloat16 scale by itself (one op less than .to()).
+            y = self._dequantized_linear(rows, dtype).mul_(self.scale)
+        return _finish(y, x, self.bias)
+
+    def _dequantized_linear(self, rows: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """rows @ codes.T in `dtype` (unscaled), dequantizing big weights slice by slice.
+
+        A multi-MB float copy of the weight falls out of the cache before the GEMM reads it;
+        slices of ~1 MiB of float32 stay in it (15-25% faster on 2M-4M weights). Smaller weights
+        go in one piece, as each slice costs a few microseconds of dispatch.
+        """
+        if self.weight.numel() <= 2 * DEQUANT_SLICE_ELEMENTS:
+            return F.linear(rows, self.weight.to(dtype))
+        slice_rows = max(1, DEQUANT_SLICE_ELEMENTS // self.in_features)
+        parts = [F.linear(rows, w.to(dtype)) for w in torch.split(self.weight, slice_rows)]
+        return torch.cat(parts, dim=-1)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8"
+
+
+class Int4Linear(nn.Module):
+    """Linear layer with group-wise asymmetric 4-bit weights, two codes per uint8 byte.
+
+    Each group of `group_size` consecutive input features of an output row has a scale and a
+    zero; a code q in 0..15 stands for (q - 8) * scale + zero (the CPU kernel's convention).
+    `packed` follows `pack_int4`'s layout with `block_n` rows per block. Shapes that the layout
+    cannot hold exactly are zero-padded: in_features up to a multiple of group_size, and
+    out_features up to a multiple of block_n; the padding is real storage and is counted.
+    """
+
+    packed: torch.Tensor  # uint8 [padded out, padded in // 2]
+    scales_and_zeros: torch.Tensor  # bfloat16 [padded in // group_size, padded out, 2]
+    bias: torch.Tensor | None
+
+    def __init__(
+        self,
+        packed: torch.Tensor,
+        scales_and_zeros: torch.Tensor,
+        bias: torch.Tensor | None,
+        in_features: int,
+        out_features: int,
+        group_size: int,
+        block_n: int,
+    ) -> None:
+        super().__init__()
+        if packed.dtype != torch.uint8:
+            raise ValueError(f"Int4Linear needs uint8 packed weights, got {packed.dtype}")
+        self.in_features = in_features
+        self.out_features = out_features
+        self.group_size = group_size
+        self.block_n = block_n
+        self.register_buffer("packed", packed)
+        self.register_buffer("scales_and_zeros", scales_and_zeros)
+        self.register_buffer("bias", None if bias is None else bias.detach().clone())
+
+    @classmethod
+    def from_float(cls, linear: nn.Linear, group_size: int = 32) -> Int4Linear:
+        """Quantize a float Linear with min/max groups of `group_size` input features."""
+        if group_size <= 0 or group_size % 2:
+            raise ValueError(f"group_size must be a positive even number, got {group_size}")
+        block_n = cpu_int4_block_n() or _DEFAULT_INT4_BLOCK_N
+        out_features, in_features = linear.weight.shape
+        padded_in = -(-in_features // group_size) * group_size
+        padded_out = -(-out_features // block_n) * block_n
+        w = F.pad(
+            linear.weight.detach().float(),
+            (0, padded_in - in_features, 0, padded_out - out_features),
+        )
+        groups = w.view(padded_out, padded_in // group_size, group_size)
+        low, high = groups.amin(dim=-1), groups.amax(dim=-1)
+        scale = ((high - low) / 15).clamp_min(_MIN_SCALE).to(torch.bfloat16)
+        zero = (low + 8 * scale.float()).to(torch.bfloat16)
+        # Codes against the stored (bfloat16-rounded) scale and zero, not the exact ones.
+        codes = (groups - zero.float().unsqueeze(-1)) / scale.float().unsqueeze(-1) + 8
+        codes = torch.round(codes).clamp_(0, 15).view(padded_out, padded_in)
+        scales_and_zeros = torch.stack([scale, zero], dim=-1).transpose(0, 1).contiguous()
+        return cls(
+            pack_int4(codes, block_n),
+            scales_and_zeros,
+            linear.bias,
+            in_features,
+            out_features,
+            group_size,
+            block_n,
+        )
+
+    def dequantize(self) -> torch.Tensor:
+        """The float32 weight [out, in] this layer computes with."""
+        codes = unpack_int4(self.packed, self.block_n).float()
+        sz = self.scales_and_zeros.float().repeat_interleave(self.group_size, dim=0)
+        w = (codes - 8) * sz[..., 0].T + sz[..., 1].T
+        return w[: self.out_features, : self.in_features]
+
+    def _dequantize_transposed(self, dtype: torch.dtype) -> torch.Tensor:
+        """The weight as [in, out] in `dtype`, built with few full-size passes.
+
+        Straight from the packed layout: reading 4 bytes as an int32 separates 8 nibbles with one
+        mask (a quarter of the elements of a byte-wise unpack), and writing the two nibble
+        halves into a [K, blocks, 2, block_n / 2] buffer yields the transposed weight, whose
+        rows are contiguous over the output features as the GEMM wants them.
+        """
+        padded_out, padded_in = self.packed.shape[0], self.packed.shape[1] * 2
+        blocks = padded_out // self.block_n
+        words = self.packed.view(blocks, padded_in, self.block_n // 2).view(torch.int32)
+        codes = torch.empty(
+            padded_in, blocks, 2, words.shape[-1], dtype=torch.int32, device=words.device
+        )
+        mask = 0x0F0F0F0F
+        torch.bitwise_and(words, mask, out=codes[:, :, 0].transpose(0, 1))
+        torch.bitwise_and(words >> 4, mask, out=codes[:, :, 1].transpose(0, 1))
+        codes_u8 = codes.view(torch.uint8).view(-1, self.group_size, padded_out)
+        sz = self.scales_and_zeros.to(dtype)
+        scale = sz[..., 0].unsqueeze(1)
+        offset = (sz[..., 1] - 8 * sz[..., 0]).unsqueeze(1)  # folds the "- 8" of the codes
+        w = torch.addcmul(offset, codes_u8, scale).view(padded_in, padded_out)
+        return w[: self.in_features, : self.out_features]
+
+    def _kernel_usable(self, x: torch.Tensor, rows: int) -> bool:
+        return (
+            x.is_cpu
+            and rows <= INT4_KERNEL_MAX_ROWS
+            and self.group_size in INT4_KERNEL_GROUP_SIZES
+            and self.block_n == cpu_int4_block_n()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x if x.dim() == 2 else x.reshape(-1, self.in_features)
+        if self._kernel_usable(x, rows.shape[0]):
+            xb = rows.to(torch.bfloat16)
+            padded_in = self.packed.shape[1] * 2
+            if padded_in != self.in_features:
+                xb = F.pad(xb, (0, padded_in - self.in_features))
+            y = torch.ops.aten._weight_int4pack_mm_for_cpu(
+                xb.contiguous(), self.packed, self.group_size, _bf16(self.scales_and_zeros)
+            )
+            if y.shape[1] != self.out_features:
+                y = y[:, : self.out_features].contiguous()
+        else:
+            dtype = _compute_dtype(x)
+            if rows.dtype != dtype:
+                rows = rows.to(dtype)
+            y = torch.mm(rows, self._dequantize_transposed(dtype))
+        return _finish(y, x, self.bias)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"int4, group_size={self.group_size}"
+        )
+
+
+class Int8Embedding(nn.Module):
+    """Embedding table with per-row symmetric int8 codes; only the gathered rows are dequantized.
+
+    Its codes and scales have the layout of `Int8Linear`, so a head tied to this table shares
+    them (see `quantize_model`).
+    """
+
+    weight: torch.Tensor  # int8 [num_embeddings, embedding_dim]
+    scale: torch.Tensor  # bfloat16 [num_embeddings]
+
+    def __init__(self, weight: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> None:
+        super().__init__()
+        if weight.dtype != torch.int8 or weight.dim() != 2:
+            raise ValueError(f"Int8Embedding needs a 2-D int8 table, got {weight.dtype}")
+        self.num_embeddings, self.embedding_dim = weight.shape
+        self.dtype = dtype  # of the outputs: the float table's dtype
+        self.register_buffer("weight", weight)
+        self.register_buffer("scale", scale)
+
+    @classmethod
+    def from_float(cls, embedding: nn.Embedding) -> Int8Embedding:
+        """Quantize a float Embedding; outputs keep its dtype."""
+        weight, scale = quantize_rows_int8(embedding.weight)
+        return cls(weight, scale, embedding.weight.dtype)
+
+    def dequantize(self) -> torch.Tensor:
+        """The whole table in the output dtype (what each gathered row equals)."""
+        return (self.weight.float() * self.scale.float().unsqueeze(1)).to(self.dtype)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        rows = F.embedding(ids, self.weight).to(self.dtype)
+        scale = self.scale.index_select(0, ids.reshape(-1)).to(self.dtype)
+        # One rounding of the exact product: equal to the matching row of `dequantize()`.
+        out: torch.Tensor = rows * scale.view(*ids.shape, 1)
+        return out
+
+
+QuantizedModule = Int8Linear | Int4Linear | Int8Embedding
+
+
+def quantize_model(model: nn.Module, mode: QuantMode, group_size: int = 32) -> None:
+    """Replace every nn.Linear and nn.Embedding below `model` in place by a quantized module.
+
+    Linears become Int8Linear (mode "int8") or Int4Linear with `group_size` (mode "int4"), and
+    Embeddings become Int8Embedding in both modes. A Linear whose weight is an Embedding's
+    weight (tied input and output embeddings) becomes an Int8Linear sharing that table's codes
+    and scales, in both modes: one int8 copy is smaller than int8 + int4 copies and more
+    accurate. A module registered in several places is replaced by one shared quantized module.
+    `model` itself is not replaced, so a bare nn.Linear must be wrapped first.
+    """
+    if mode not in ("int8", "int4"):
+        raise ValueError(f"unknown quantization mode {mode!r} (int8, int4)")
+    replaced: dict[int, QuantizedModule] = {}  # id(float module) -> its replacement
+    tables: dict[int, Int8Embedding] = {}  # id(float embedding weight) -> quantized table
+
+    def replace(kind: type[nn.Module]) -> None:
+        for parent in list(model.modules()):
+            for name, child in list(parent.named_children()):
+                if not isinstance(child, kind):
+                    continue
+                if id(child) not in replaced:
+                    replaced[id(child)] = convert(child)
+                setattr(parent, name, replaced[id(child)])
+
+    def convert(module: nn.Module) -> QuantizedModule:
+        if isinstance(module, nn.Embedding):
+            table = Int8Embedding.from_float(module)
+            tables[id(module.weight)] = table
+            return table
+        assert isinstance(module, nn.Linear)
+        tied = tables.get(id(module.weight))
+        if tied is not None:
+            return Int8Linear(tied.weight, tied.scale, module.bias)
+        if mode == "int8":
+            return Int8Linear.from_float(module)
+        return Int4Linear.from_float(module, group_size)
+
+    # Embeddings first, so that a tied head finds its table.
+    replace(nn.Embedding)
+    replace(nn.Linear)
+
+
+def weight_bytes(model: nn.Module) -> int:
+    """Bytes of all parameters and buffers: the real storage, quantized or not.
+
+    Each storage is counted once, so tied weights (and buffers shared by quantized modules)
+    are not double counted.
+    """
+    seen: set[tuple[torch.device, int]] = set()
+    total = 0
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        storage = tensor.untyped_storage()
+        key = (tensor.device, storage.data_ptr())
+        if key[1] == 0:  # no memory behind it (meta or empty): count the tensor itself
+            total += tensor.numel() * tensor.element_size()
+            continue
+        if key not in seen:
+            seen.add(key)
+            total += storage.nbytes()
+    return total

@@ -1,0 +1,1 @@
+"""The gRPC gateway: servicers and the request pipeline stages."""
