@@ -17,7 +17,7 @@ def logits_of(config: EngineConfig, ids: list[int]) -> torch.Tensor:
     model = loaded.model
     cache = KVCache(loaded.config, 4, 16, DTYPES[config.dtype], torch.device("cpu"))
     n = len(ids)
-    batch = AttentionBatch(torch.arange(n), [PrefillSpan(0, n, None, None)], n, None, None)
+    batch = AttentionBatch(16, torch.arange(n), [PrefillSpan(0, n, None, None)], [])
     with torch.inference_mode():
         return model.logits(model(torch.tensor(ids), torch.arange(n), batch, cache))
 

@@ -11,7 +11,13 @@ import torch
 import transformers
 
 from streamgate.engine.loader import fuse_checkpoint
-from streamgate.engine.model import AttentionBatch, KVCache, LlamaForCausalLM, PrefillSpan
+from streamgate.engine.model import (
+    AttentionBatch,
+    DecodeGroup,
+    KVCache,
+    LlamaForCausalLM,
+    PrefillSpan,
+)
 from streamgate.engine.model_config import ModelConfig
 
 BASE: dict[str, Any] = {
@@ -84,19 +90,24 @@ def test_paged_model_matches_transformers(case: str) -> None:
     def slots(positions: range) -> torch.Tensor:
         return torch.tensor([table[p // bs] * bs + p % bs for p in positions])
 
+    def blocks(num_tokens: int) -> torch.Tensor:
+        return torch.tensor(table[: (num_tokens + bs - 1) // bs])
+
     outputs = []
     with torch.no_grad():
         expected = reference(ids.unsqueeze(0)).logits[0]
-        first = AttentionBatch(slots(range(20)), [PrefillSpan(0, 20, None, None)], 20, None, None)
+        first = AttentionBatch(bs, slots(range(20)), [PrefillSpan(0, 20, None, None)], [])
         outputs.append(ours.logits(ours(ids[:20], torch.arange(20), first, cache)))
-        mask = torch.arange(30).unsqueeze(0) <= torch.arange(20, 30).unsqueeze(1)
-        span = PrefillSpan(0, 10, slots(range(30)), mask)
-        second = AttentionBatch(slots(range(20, 30)), [span], 10, None, None)
+        # 30 tokens span 8 blocks of 4: the mask also hides the 2 slots past the context.
+        mask = torch.arange(32).unsqueeze(0) <= torch.arange(20, 30).unsqueeze(1)
+        span = PrefillSpan(0, 10, blocks(30), mask)
+        second = AttentionBatch(bs, slots(range(20, 30)), [span], [])
         outputs.append(ours.logits(ours(ids[20:30], torch.arange(20, 30), second, cache)))
         for p in range(30, 37):
-            context = slots(range(p + 1)).unsqueeze(0)
-            visible = torch.ones(1, 1, 1, p + 1, dtype=torch.bool)
-            step = AttentionBatch(slots(range(p, p + 1)), [], 0, context, visible)
+            context = blocks(p + 1).unsqueeze(0)
+            visible = (torch.arange(context.shape[1] * bs) <= p).view(1, 1, 1, -1)
+            group = DecodeGroup(0, context, visible)
+            step = AttentionBatch(bs, slots(range(p, p + 1)), [], [group])
             outputs.append(ours.logits(ours(ids[p : p + 1], torch.tensor([p]), step, cache)))
     got = torch.cat(outputs)
     assert torch.allclose(got, expected, atol=1e-4, rtol=1e-4), (got - expected).abs().max()

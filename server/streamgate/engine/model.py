@@ -23,21 +23,29 @@ class PrefillSpan:
 
     start: int  # first row of this span in the step's flattened tokens
     length: int
-    # Cache slots of the whole context (cached prefix + this span); None when there is no prefix,
+    # Blocks of the whole context (cached prefix + this span); None when there is no prefix,
     # then the span attends causally to its own fresh K/V without touching the cache.
-    context_slots: torch.Tensor | None
-    mask: torch.Tensor | None  # [length, context] bool, with a prefix only
+    context_blocks: torch.Tensor | None
+    mask: torch.Tensor | None  # [length, blocks * block_size] bool, with a prefix only
+
+
+@dataclass
+class DecodeGroup:
+    """Decode tokens of sequences with similar context lengths, attended in one batched call."""
+
+    start: int  # first row of the group in the step's flattened tokens
+    blocks: torch.Tensor  # [rows, max_blocks] block tables, padded
+    mask: torch.Tensor  # [rows, 1, 1, max_blocks * block_size] bool, False on padding
 
 
 @dataclass
 class AttentionBatch:
     """Layout of one engine step: prefill spans first, then one decode token per sequence."""
 
+    block_size: int
     slot_mapping: torch.Tensor  # [T] cache slot (block * block_size + offset) of each new token
     prefills: list[PrefillSpan]
-    decode_start: int  # rows [decode_start, T) are decode tokens
-    decode_slots: torch.Tensor | None  # [B, max_context] cache slots, padded
-    decode_mask: torch.Tensor | None  # [B, 1, 1, max_context] bool, False on padding
+    decodes: list[DecodeGroup]  # after the prefill rows, one token per sequence
 
 
 class KVCache:
@@ -160,9 +168,9 @@ class Attention(nn.Module):
         k_cache.index_copy_(0, batch.slot_mapping, k)
         v_cache.index_copy_(0, batch.slot_mapping, v)
 
-        outputs = [self._prefill(q, k, v, span, k_cache, v_cache) for span in batch.prefills]
-        if batch.decode_slots is not None:
-            outputs.append(self._decode(q[batch.decode_start :], batch, k_cache, v_cache))
+        outputs = [self._prefill(q, k, v, span, batch, k_cache, v_cache) for span in batch.prefills]
+        for group in batch.decodes:
+            outputs.append(self._decode(q, group, batch.block_size, k_cache, v_cache))
         out = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
         result: torch.Tensor = self.o_proj(out.reshape(rows, self.num_heads * self.head_dim))
         return result
@@ -173,19 +181,20 @@ class Attention(nn.Module):
         k: torch.Tensor,
         v: torch.Tensor,
         span: PrefillSpan,
+        batch: AttentionBatch,
         k_cache: torch.Tensor,
         v_cache: torch.Tensor,
     ) -> torch.Tensor:
         end = span.start + span.length
         query = q[span.start : end].transpose(0, 1)
-        if span.context_slots is None:
+        if span.context_blocks is None:
             keys, values = k[span.start : end], v[span.start : end]
             out = F.scaled_dot_product_attention(
                 query, keys.transpose(0, 1), values.transpose(0, 1), is_causal=True, enable_gqa=True
             )
         else:
-            keys = k_cache.index_select(0, span.context_slots)
-            values = v_cache.index_select(0, span.context_slots)
+            keys = self._gather(k_cache, span.context_blocks, batch.block_size)
+            values = self._gather(v_cache, span.context_blocks, batch.block_size)
             out = F.scaled_dot_product_attention(
                 query,
                 keys.transpose(0, 1),
@@ -195,20 +204,28 @@ class Attention(nn.Module):
             )
         return out.transpose(0, 1)
 
+    @staticmethod
+    def _gather(cache: torch.Tensor, blocks: torch.Tensor, block_size: int) -> torch.Tensor:
+        """[slots, heads, dim] cache -> [len(blocks) * block_size, heads, dim], whole blocks."""
+        per_block = cache.view(-1, block_size * cache.shape[1] * cache.shape[2])
+        return per_block.index_select(0, blocks).view(-1, *cache.shape[1:])
+
     def _decode(
         self,
         q: torch.Tensor,
-        batch: AttentionBatch,
+        group: DecodeGroup,
+        block_size: int,
         k_cache: torch.Tensor,
         v_cache: torch.Tensor,
     ) -> torch.Tensor:
-        assert batch.decode_slots is not None
-        shape = (*batch.decode_slots.shape, self.num_kv_heads, self.head_dim)
-        slots = batch.decode_slots.flatten()
-        keys = k_cache.index_select(0, slots).view(shape).transpose(1, 2)  # [B, kv, ctx, dim]
-        values = v_cache.index_select(0, slots).view(shape).transpose(1, 2)
+        rows = group.blocks.shape[0]
+        blocks = group.blocks.flatten()
+        keys = self._gather(k_cache, blocks, block_size).view(rows, -1, *k_cache.shape[1:])
+        values = self._gather(v_cache, blocks, block_size).view(rows, -1, *v_cache.shape[1:])
+        keys, values = keys.transpose(1, 2), values.transpose(1, 2)  # [B, kv_heads, ctx, dim]
+        query = q[group.start : group.start + rows].unsqueeze(2)
         out = F.scaled_dot_product_attention(
-            q.unsqueeze(2), keys, values, attn_mask=batch.decode_mask, enable_gqa=True
+            query, keys, values, attn_mask=group.mask, enable_gqa=True
         )
         return out.squeeze(2)
 

@@ -81,17 +81,8 @@ class GenerateRequest(_Strict):
         return self.parameters or GenerateParameters()
 
 
-class CompatGenerateRequest(_Strict):
-    """Body of `POST /`: a `GenerateRequest` plus `stream` choosing JSON or SSE."""
-
-    inputs: str
-    parameters: GenerateParameters | None = None
-    stream: bool | None = None
-
-    @property
-    def params(self) -> GenerateParameters:
-        """The parameters, defaulted when absent or null."""
-        return self.parameters or GenerateParameters()
+class CompatGenerateRequest(GenerateRequest):
+    """Body of `POST /`: the same fields, where `stream` chooses JSON or SSE."""
 
 
 M = TypeVar("M", bound=_Strict)

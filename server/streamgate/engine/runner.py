@@ -6,10 +6,19 @@ from dataclasses import dataclass, field
 
 import torch
 
-from streamgate.engine.model import AttentionBatch, KVCache, LlamaForCausalLM, PrefillSpan
+from streamgate.engine.model import (
+    AttentionBatch,
+    DecodeGroup,
+    KVCache,
+    LlamaForCausalLM,
+    PrefillSpan,
+)
 from streamgate.engine.sampler import SampleResult, sample
 from streamgate.engine.scheduler import ScheduledBatch
 from streamgate.engine.sequence import Sequence
+
+# Longest context of a decode group relative to its shortest (plus a constant slack).
+DECODE_GROUP_SPREAD = 1.5
 
 
 @dataclass
@@ -37,6 +46,25 @@ class ModelRunner:
         bs = self.block_size
         return block_table[position // bs] * bs + position % bs
 
+    @staticmethod
+    def group_decodes(decodes: list[Sequence]) -> list[list[Sequence]]:
+        """Sort by context length and cut where padding to the longest would waste too much.
+
+        Attention over padded contexts costs as much as over real ones; a few more, smaller
+        calls are cheaper than one call padded to the longest sequence of a mixed batch.
+        """
+        ordered = sorted(decodes, key=lambda s: s.num_tokens)
+        groups: list[list[Sequence]] = []
+        for seq in ordered:
+            if groups and seq.num_tokens <= DECODE_GROUP_SPREAD * groups[-1][0].num_tokens + 64:
+                groups[-1].append(seq)
+            else:
+                groups.append([seq])
+        return groups
+
+    def _blocks_for(self, num_tokens: int) -> int:
+        return (num_tokens + self.block_size - 1) // self.block_size
+
     def _tensor(self, data: list[int] | list[list[int]]) -> torch.Tensor:
         return torch.tensor(data, dtype=torch.long, device=self.device)
 
@@ -53,36 +81,36 @@ class ModelRunner:
             slots += [self._slot(table, p) for p in range(start, end)]
             context = mask = None
             if start > 0:
-                context = self._tensor([self._slot(table, p) for p in range(end)])
-                keys = torch.arange(end, device=self.device).unsqueeze(0)
+                width = self._blocks_for(end)
+                context = self._tensor(table[:width])
+                keys = torch.arange(width * self.block_size, device=self.device).unsqueeze(0)
                 queries = torch.arange(start, end, device=self.device).unsqueeze(1)
                 mask = keys <= queries
             spans.append(PrefillSpan(len(positions) - (end - start), end - start, context, mask))
 
-        decode_start = len(input_ids)
-        decode_slots = decode_mask = None
-        if batch.decodes:
-            lengths = [seq.num_tokens for seq in batch.decodes]
-            for seq, length in zip(batch.decodes, lengths, strict=True):
+        groups: list[DecodeGroup] = []
+        decode_groups = self.group_decodes(batch.decodes)
+        # Rows follow the groups; the batch takes that order so outputs line up with its rows.
+        batch.decodes = [seq for group in decode_groups for seq in group]
+        for group in decode_groups:
+            lengths = [seq.num_tokens for seq in group]
+            start = len(input_ids)
+            for seq, length in zip(group, lengths, strict=True):
                 input_ids.append(seq.token_ids[-1])
                 positions.append(length - 1)
                 slots.append(self._slot(seq.block_table, length - 1))
-            max_len = max(lengths)
-            width = (max_len + self.block_size - 1) // self.block_size
+            width = self._blocks_for(lengths[-1])
             tables = self._tensor(
-                [s.block_table[:width] + [0] * (width - len(s.block_table)) for s in batch.decodes]
+                [s.block_table[:width] + [0] * (width - len(s.block_table)) for s in group]
             )
-            pos = torch.arange(max_len, device=self.device)
-            decode_slots = tables[:, pos // self.block_size] * self.block_size + (
-                pos % self.block_size
-            )
-            decode_mask = (pos.unsqueeze(0) < self._tensor(lengths).unsqueeze(1))[:, None, None]
+            pos = torch.arange(width * self.block_size, device=self.device)
+            mask = (pos.unsqueeze(0) < self._tensor(lengths).unsqueeze(1))[:, None, None]
+            groups.append(DecodeGroup(start, tables, mask))
         attn = AttentionBatch(
+            block_size=self.block_size,
             slot_mapping=self._tensor(slots),
             prefills=spans,
-            decode_start=decode_start,
-            decode_slots=decode_slots,
-            decode_mask=decode_mask,
+            decodes=groups,
         )
         return self._tensor(input_ids), self._tensor(positions), attn
 
@@ -92,7 +120,7 @@ class ModelRunner:
         hidden = self.model(input_ids, positions, attn, self.cache)
         seqs = batch.sequences
         last_rows = [span.start + span.length - 1 for span in attn.prefills]
-        last_rows += range(attn.decode_start, len(input_ids))
+        last_rows += range(len(input_ids) - len(batch.decodes), len(input_ids))
         logits = self.model.logits(hidden[self._tensor(last_rows)])
         out = StepOutput(seqs=seqs, sample=sample(logits, seqs))
         for seq, span in zip(batch.prefills, attn.prefills, strict=True):
