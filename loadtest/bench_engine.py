@@ -243,7 +243,8 @@ def main() -> None:
         print(
             f"\ncontinuous {batching['continuous'].tokens_per_s:.0f} tok/s vs static "
             f"{batching['static'].tokens_per_s:.0f} tok/s = {ratio:.2f}x; TTFT p50 "
-            f"{batching['continuous'].ttft_p50_ms:.0f} ms vs {batching['static'].ttft_p50_ms:.0f} ms"
+            f"{batching['continuous'].ttft_p50_ms:.0f} ms vs "
+            f"{batching['static'].ttft_p50_ms:.0f} ms"
         )
 
         with engine("--model", seven_m) as url:
