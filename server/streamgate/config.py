@@ -1,0 +1,468 @@
+"""The gateway's configuration: one pydantic model, read from YAML or TOML, with env overrides.
+
+    config = load_config("gateway.yaml")   # or None: defaults (the embedded engine) + env
+
+The file format follows the extension (`.yaml`/`.yml` or `.toml`). Environment variables named
+`STREAMGATE_<SECTION>__<KEY>...` override the file, `__` separating the levels and list entries
+addressed by index: `STREAMGATE_LISTEN__PORT=50052`, `STREAMGATE_BACKENDS__0__URL=http://h:80`.
+Values are strings that pydantic converts (`"50052"`, `"true"`); a value starting with `[` or
+`{` is JSON (`STREAMGATE_EMBEDDED__ARGS='["--max-total-tokens", "1024"]'`). Only variables whose
+first level is a section of the config are read, so other `STREAMGATE_*` variables (a client's
+address, ...) do not clash; inside a section, unknown keys are errors like in the file.
+
+Every problem is reported at once as a `ConfigError` naming the path of each bad field
+(`backends[1].url: ...`) and, for overrides, the variable that set it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+from urllib.parse import urlsplit
+
+import yaml  # type: ignore[import-untyped, unused-ignore]
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+__all__ = [
+    "ENV_PREFIX",
+    "EMBEDDED_BACKEND",
+    "BackendConfig",
+    "ConfigError",
+    "EmbeddedConfig",
+    "GatewayConfig",
+    "KeepaliveConfig",
+    "LimitsConfig",
+    "ListenConfig",
+    "LoggingConfig",
+    "MetricsConfig",
+    "RouteConfig",
+    "load_config",
+]
+
+ENV_PREFIX = "STREAMGATE_"
+EMBEDDED_BACKEND = "embedded"
+"""The backend name of the embedded engine (routes may name it when no backends are given)."""
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
+
+
+def _check_name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError(
+            "must be 1-128 characters of letters, digits and . _ : / -, starting with a letter "
+            "or digit"
+        )
+    return value
+
+
+Name = Annotated[str, AfterValidator(_check_name)]
+Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Port = Annotated[int, Field(ge=0, le=65535)]
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message lists every problem."""
+
+
+class _Section(BaseModel):
+    # Unknown keys are errors (a typo must not silently keep a default); sections are values.
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class KeepaliveConfig(_Section):
+    """HTTP/2 keepalive policy: long quiet streams (a long prefill) must survive client pings."""
+
+    time_seconds: Seconds = 60.0
+    """The server pings a connection after this much silence (grpc.keepalive_time_ms)."""
+    timeout_seconds: Seconds = 20.0
+    """...and closes it if the ping is not answered within this (grpc.keepalive_timeout_ms)."""
+    permit_without_calls: bool = True
+    """Accept client pings on connections without calls (grpc.keepalive_permit_without_calls)."""
+    min_ping_interval_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 5.0
+    """Client pings closer than this count as abuse (grpc.http2.min_recv_ping_interval_without_
+    data_ms); clients' keepalive interval must be at least this."""
+    max_ping_strikes: Annotated[int, Field(ge=0)] = 0
+    """Abusive pings tolerated before GOAWAY (grpc.http2.max_ping_strikes); 0: unlimited."""
+
+
+class ListenConfig(_Section):
+    """Where and how the gRPC server listens."""
+
+    host: str = "127.0.0.1"
+    port: Port = 50051
+    """0: any free port (printed in the `listening on` line)."""
+    max_message_bytes: Annotated[int, Field(ge=1024, le=2**31 - 1)] = 4 * 1024 * 1024
+    """Largest request and response message; also bounds the prompt (limits.max_prompt_chars)."""
+    max_concurrent_streams: Annotated[int, Field(ge=1)] = 1024
+    """HTTP/2 streams (calls) per client connection (grpc.max_concurrent_streams)."""
+    keepalive: KeepaliveConfig = KeepaliveConfig()
+
+
+class BackendConfig(_Section):
+    """One TGI backend (a replica)."""
+
+    name: Name
+    url: str
+    model: str | None = None
+    """The model id shown to clients; default: the backend's /info model_id."""
+    max_connections: Annotated[int, Field(ge=1)] = 256
+    """Pooled HTTP connections, i.e. streams in flight to this backend."""
+    connect_timeout_seconds: Seconds = 5.0
+    idle_timeout_seconds: Seconds | None = 60.0
+    """Longest silence within a stream (TGI sends keep-alives every 15 s); null: no bound."""
+    request_timeout_seconds: Seconds = 30.0
+    """Bound on /info and /tokenize."""
+    health_timeout_seconds: Seconds = 2.0
+    health_interval_seconds: Seconds = 2.0
+    """Time between two /health checks."""
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a bad port
+        except ValueError as err:
+            raise ValueError(f"bad port: {err}") from None
+        return value.rstrip("/")
+
+
+class RouteConfig(_Section):
+    """A route: the name clients put in `model`, served by a pool of backends."""
+
+    name: Name
+    backends: Annotated[list[Name], Field(min_length=1)]
+    chat_template: str | None = None
+    """HF chat_template (Jinja) for chat requests; default: a built-in ChatML template."""
+    chat_template_file: Path | None = None
+    """A file with the template instead (relative paths are relative to the config file)."""
+    bos_token: str = ""
+    eos_token: str = ""
+    """`bos_token` and `eos_token` as the template sees them."""
+    max_new_tokens: Annotated[int, Field(ge=1)] | None = None
+    """Default when a request sets none; null: the backend's default (TGI: up to the context)."""
+
+    @field_validator("chat_template_file")
+    @classmethod
+    def _readable(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        base = (info.context or {}).get("base_dir") or Path.cwd()
+        path = Path(base) / value.expanduser()
+        try:
+            path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise ValueError(f"cannot read {path}: {err}") from None
+        return path
+
+    @model_validator(mode="after")
+    def _one_template(self) -> Self:
+        if self.chat_template is not None and self.chat_template_file is not None:
+            raise ValueError("set chat_template or chat_template_file, not both")
+        return self
+
+    def template_text(self) -> str | None:
+        """The configured template (inline or read from its file), None for the default."""
+        if self.chat_template_file is not None:
+            return self.chat_template_file.read_text(encoding="utf-8")
+        return self.chat_template
+
+
+class LimitsConfig(_Section):
+    """Per-request limits and the timing of streams and shutdown."""
+
+    stream_buffer_events: Annotated[int, Field(ge=1)] = 256
+    """Backend events buffered per stream while the client reads slower than they arrive
+    (merged into one Delta when the client catches up)."""
+    stall_timeout_seconds: Seconds = 30.0
+    """A client that takes nothing for this long with the buffer full: the backend stream is
+    cancelled and the call ends with RESOURCE_EXHAUSTED (CLIENT_TOO_SLOW)."""
+    shutdown_grace_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 30.0
+    """On SIGTERM/SIGINT, running streams may finish within this; then they are cancelled."""
+    max_attempts: Annotated[int, Field(ge=1, le=10)] = 2
+    """Backends tried per request (another one only before the first token, for retryable
+    failures: overloaded, unavailable)."""
+    max_prompt_chars: Annotated[int, Field(ge=1)] | None = None
+    """Longest prompt (after the chat template) in characters; null: listen.max_message_bytes."""
+    max_stop_sequences: Annotated[int, Field(ge=0)] = 4
+    """Used when a backend's /info does not say."""
+    max_top_n_tokens: Annotated[int, Field(ge=0)] = 5
+    max_cache_ttl_seconds: Annotated[int, Field(ge=0)] = 86400
+
+
+class LoggingConfig(_Section):
+    """structlog output on stderr: one line per request, plus events."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    json_lines: bool = Field(True, alias="json")
+    """JSON lines (true) or human-readable console output (false)."""
+    log_prompts: bool = False
+    """Include prompt text in request lines (off: prompts may be personal data)."""
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+class MetricsConfig(_Section):
+    """Prometheus metrics over HTTP (`GET /metrics`)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Port = 9464
+
+
+class EmbeddedConfig(_Section):
+    """The engine started as a child process when no backends are configured."""
+
+    model: str = "tiny"
+    route: Name = "tiny"
+    """Name of the route served by the embedded engine when no routes are given."""
+    args: list[str] = []
+    """Extra `streamgate engine` flags, e.g. ["--max-total-tokens", "1024"]."""
+    startup_timeout_seconds: Seconds = 180.0
+    stop_timeout_seconds: Seconds = 10.0
+    """SIGTERM, then SIGKILL after this."""
+    max_new_tokens: Annotated[int, Field(ge=1)] | None = 256
+    """Default max_new_tokens of the embedded route."""
+
+    @field_validator("args")
+    @classmethod
+    def _no_owned_flags(cls, value: list[str]) -> list[str]:
+        for arg in value:
+            flag = arg.split("=", 1)[0]
+            if flag in ("--host", "--port", "--model"):
+                raise ValueError(f"{flag} is set by the gateway (use embedded.model)")
+        return value
+
+
+class GatewayConfig(_Section):
+    """Everything `streamgate serve` reads; every section has defaults."""
+
+    listen: ListenConfig = ListenConfig()
+    backends: list[BackendConfig] = []
+    routes: list[RouteConfig] = []
+    default_route: Name | None = None
+    """The route of requests with an empty `model`; default: the first route."""
+    limits: LimitsConfig = LimitsConfig()
+    logging: LoggingConfig = LoggingConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    embedded: EmbeddedConfig = EmbeddedConfig()
+
+    @property
+    def uses_embedded_engine(self) -> bool:
+        """No backends configured: the gateway starts and serves the embedded engine."""
+        return not self.backends
+
+    @property
+    def max_prompt_chars(self) -> int:
+        """The longest prompt accepted, in characters."""
+        return self.limits.max_prompt_chars or self.listen.max_message_bytes
+
+    def effective_routes(self) -> list[RouteConfig]:
+        """The routes served: as configured, else one per backend (named after it), else the
+        embedded engine's route."""
+        if self.routes:
+            return list(self.routes)
+        if self.backends:
+            return [RouteConfig(name=b.name, backends=[b.name]) for b in self.backends]
+        return [
+            RouteConfig(
+                name=self.embedded.route,
+                backends=[EMBEDDED_BACKEND],
+                max_new_tokens=self.embedded.max_new_tokens,
+            )
+        ]
+
+    def effective_default_route(self) -> str:
+        """The name of the default route."""
+        return self.default_route or self.effective_routes()[0].name
+
+    @model_validator(mode="after")
+    def _references(self) -> Self:
+        problems: list[str] = []
+        for kind, names in (
+            ("backends", [b.name for b in self.backends]),
+            ("routes", [r.name for r in self.routes]),
+        ):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                problems.append(f"{kind}: duplicate names {', '.join(dupes)}")
+        known = {b.name for b in self.backends} or {EMBEDDED_BACKEND}
+        for i, route in enumerate(self.routes):
+            for name in route.backends:
+                if name not in known:
+                    hint = "" if self.backends else " (no backends are configured: only "
+                    hint += "" if self.backends else f"'{EMBEDDED_BACKEND}' exists)"
+                    problems.append(f"routes[{i}].backends: unknown backend '{name}'{hint}")
+        route_names = [r.name for r in self.effective_routes()]
+        if self.default_route is not None and self.default_route not in route_names:
+            problems.append(
+                f"default_route: unknown route '{self.default_route}' "
+                f"(routes: {', '.join(route_names)})"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+# ---- loading -----------------------------------------------------------------------------------
+
+
+def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None) -> (
+    GatewayConfig
+):
+    """Read the config file (None: defaults only), apply `STREAMGATE_*` overrides from `env`
+    (default: os.environ) and validate. Raises `ConfigError` listing every problem."""
+    env = os.environ if env is None else env
+    source = "defaults"
+    base_dir = Path.cwd()
+    data: dict[str, Any] = {}
+    if path is not None:
+        file = Path(path)
+        source = str(file)
+        base_dir = file.resolve().parent
+        data = _read_file(file)
+    overrides = _apply_env(data, env)
+    try:
+        return GatewayConfig.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as err:
+        raise ConfigError(_describe(err, source, overrides)) from None
+
+
+def _read_file(file: Path) -> dict[str, Any]:
+    suffix = file.suffix.lower()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {file}: {err.strerror or err}") from None
+    try:
+        if suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text)
+        elif suffix == ".toml":
+            data = tomllib.loads(text)
+        else:
+            raise ConfigError(
+                f"{file}: unknown config format '{suffix}' (use .yaml, .yml or .toml)"
+            )
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{file}: invalid YAML: {err}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{file}: invalid TOML: {err}") from None
+    if data is None:  # an empty YAML file
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: the top level must be a mapping of sections")
+    return data
+
+
+def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[tuple[str | int, ...], str]:
+    """Write the overrides into `data`; returns {location: variable name} for error messages."""
+    sections = set(GatewayConfig.model_fields)
+    applied: dict[tuple[str | int, ...], str] = {}
+    # Sorted: list entries appended by index (…__0__…, …__1__…) arrive in order.
+    for var in sorted(env):
+        if not var.startswith(ENV_PREFIX):
+            continue
+        keys = var[len(ENV_PREFIX) :].lower().split("__")
+        if keys[0] not in sections or any(not k for k in keys):
+            continue  # someone else's variable (STREAMGATE_ADDRESS, ...)
+        location = _set_path(data, keys, _env_value(env[var]), var)
+        applied[location] = var
+    return applied
+
+
+def _env_value(raw: str) -> Any:
+    text = raw.strip()
+    if text.startswith(("[", "{")):
+        try:
+            return json.loads(text)
+        except ValueError:
+            return raw
+    if text == "null":
+        return None
+    return raw
+
+
+def _set_path(data: dict[str, Any], keys: list[str], value: Any, var: str) -> tuple[str | int, ...]:
+    node: Any = data
+    location: list[str | int] = []
+    for i, key in enumerate(keys):
+        last = i == len(keys) - 1
+        step: str | int = key
+        if isinstance(node, list):
+            if not key.isdigit() or int(key) > len(node):
+                raise ConfigError(
+                    f"{var}: '{key}' is not an index of {_dotted(tuple(location))} "
+                    f"(0 to {len(node)}; {len(node)} appends an entry)"
+                )
+            step = int(key)
+            if step == len(node):
+                node.append({} if not last else None)
+        elif not isinstance(node, dict):
+            raise ConfigError(f"{var}: {_dotted(tuple(location))} is not a section")
+        location.append(step)
+        if last:
+            node[step] = value
+        else:
+            child = node[step] if isinstance(node, list) else node.get(step)
+            if child is None:
+                # A list section gets a list; anything else a mapping.
+                child = [] if _is_list_field(location) else {}
+                node[step] = child
+            node = child
+    return tuple(location)
+
+
+def _is_list_field(location: list[str | int]) -> bool:
+    return len(location) == 1 and location[0] in ("backends", "routes")
+
+
+def _dotted(loc: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out or "(top level)"
+
+
+def _describe(
+    err: ValidationError, source: str, overrides: Mapping[tuple[str | int, ...], str]
+) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for problem in err.errors(include_url=False):
+        # Pydantic adds the validator kind to some locations ("function-after[...]"): drop it.
+        loc = tuple(p for p in problem["loc"] if not (isinstance(p, str) and "[" in p))
+        message = problem["msg"].removeprefix("Value error, ")
+        detail = ""
+        if problem["type"] not in ("missing", "extra_forbidden", "value_error") and loc:
+            detail = f" (got {problem['input']!r})"
+        var = next((v for at, v in overrides.items() if loc[: len(at)] == at), None)
+        if var is None:
+            var = next((v for at, v in overrides.items() if at[: len(loc)] == loc and loc), None)
+        if var is not None:
+            detail += f" [from {var}]"
+        if not loc:  # cross-field problems (GatewayConfig._references) name their own paths
+            lines.extend(f"  {part}" for part in message.split("; "))
+            continue
+        lines.append(f"  {_dotted(loc)}: {message}{detail}")
+    return "\n".join(lines)

@@ -1,0 +1,100 @@
+"""The request context: who is asking, until when, and what happened (for logs and metrics)."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+__all__ = ["RequestContext", "RequestStats"]
+
+# A caller's id is echoed in logs and headers: keep it short and printable.
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
+# Metadata the pipeline reads itself; other `x-*` keys are free labels (for logs and, later,
+# routing rules).
+_KNOWN_KEYS = frozenset({"x-request-id", "x-route"})
+
+
+@dataclass
+class RequestStats:
+    """What happened to one request; filled in as the pipeline runs."""
+
+    route: str = ""
+    backend: str = ""
+    model: str = ""
+    attempts: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    """Tokens delivered to the client (written in Deltas)."""
+    finish_reason: str = ""
+    first_token_at: float | None = None
+    """time.monotonic() when the first Delta was handed to gRPC."""
+    backend_wait: float = 0.0
+    """Seconds spent waiting on the backend (before the first token and between tokens)."""
+    merged_events: int = 0
+    """Backend events that shared a Delta with another (the client was reading slower)."""
+
+
+@dataclass
+class RequestContext:
+    """Per-call facts taken from gRPC once, at the start of the call."""
+
+    request_id: str
+    method: str
+    peer: str
+    started: float
+    """time.monotonic() at the start of the call."""
+    deadline: float | None
+    """time.monotonic() at which the caller's deadline passes (None: no deadline)."""
+    route_hint: str = ""
+    """`x-route` metadata: the route when the request's `model` is empty."""
+    labels: dict[str, str] = field(default_factory=dict)
+    stats: RequestStats = field(default_factory=RequestStats)
+
+    @classmethod
+    def from_grpc(cls, context: grpc.aio.ServicerContext[Any, Any], method: str) -> RequestContext:
+        """Read request id, labels and deadline from the call."""
+        now = time.monotonic()
+        metadata = _text_metadata(context.invocation_metadata() or ())
+        request_id = metadata.get("x-request-id", "")
+        if not _REQUEST_ID.match(request_id):
+            request_id = uuid.uuid4().hex
+        remaining = context.time_remaining()
+        labels = {
+            k: v for k, v in metadata.items() if k.startswith("x-") and k not in _KNOWN_KEYS
+        }
+        return cls(
+            request_id=request_id,
+            method=method,
+            peer=context.peer() or "",
+            started=now,
+            deadline=None if remaining is None else now + remaining,
+            route_hint=metadata.get("x-route", ""),
+            labels=labels,
+        )
+
+    def remaining(self) -> float | None:
+        """Seconds left until the deadline (None: no deadline; may be <= 0)."""
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def deadline_passed(self) -> bool:
+        """The caller's deadline is over (with a millisecond of slack for early timers)."""
+        return self.deadline is not None and time.monotonic() >= self.deadline - 1e-3
+
+    def elapsed(self) -> float:
+        """Seconds since the call started."""
+        return time.monotonic() - self.started
+
+
+def _text_metadata(items: Iterable[Any]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, value = item[0], item[1]
+        if isinstance(value, str):  # `-bin` keys carry bytes: not labels
+            out.setdefault(key.lower(), value)
+    return out
