@@ -77,7 +77,13 @@ async def test_generate_stream_framing(engine: Engine) -> None:
         e["token"]["text"] for e in events if not e["token"]["special"]
     )
     details = last["details"]
-    assert set(details) == {"finish_reason", "generated_tokens", "seed", "input_length"}
+    assert set(details) == {
+        "finish_reason",
+        "generated_tokens",
+        "seed",
+        "input_length",
+        "cached_tokens",
+    }
     assert details["finish_reason"] in ("length", "eos_token")
     assert details["generated_tokens"] == len(events)
     assert details["input_length"] == len(engine.tokenize("Hello"))
@@ -127,7 +133,7 @@ def test_generate_response_shape_and_headers(engine: Engine) -> None:
     _, _, body = engine.post(
         "/generate", {"inputs": "Hello", "parameters": {"max_new_tokens": 4, "details": True}}
     )
-    keys = {"finish_reason", "generated_tokens", "seed", "prefill", "tokens"}
+    keys = {"finish_reason", "generated_tokens", "seed", "prefill", "tokens", "cached_tokens"}
     assert set(body["details"]) == keys  # top_tokens and best_of_sequences only when asked
 
 
@@ -314,3 +320,15 @@ def test_engine_exits_cleanly_on_sigint(start_engine: Callable[..., Engine]) -> 
     engine = start_engine()
     engine.process.send_signal(signal.SIGINT)
     assert engine.process.wait(60) == 0, engine.log_text()
+
+
+async def test_details_report_cached_prompt_tokens(engine: Engine) -> None:
+    # 11 shared blocks of 16 tokens (BOS + bytes): the second request skips their prefill.
+    prefix = "cache me " * 20
+    body = {"inputs": prefix + "one", "parameters": {"max_new_tokens": 2, "details": True}}
+    status, _, first = engine.post("/generate", body)
+    assert status == 200 and first["details"]["cached_tokens"] == 0
+    body["inputs"] = prefix + "two"
+    _, raw = await stream_bytes(f"{engine.url}/generate_stream", body)
+    last = parse_events(raw)[-1]
+    assert last["details"]["cached_tokens"] == 176

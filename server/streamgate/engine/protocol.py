@@ -129,6 +129,7 @@ class StreamDetailsJSON(TypedDict):
     generated_tokens: int
     seed: int | None
     input_length: int
+    cached_tokens: int  # ours, not TGI's: prompt tokens whose prefill the prefix cache skipped
 
 
 class StreamResponseJSON(TypedDict):
@@ -174,12 +175,17 @@ def prefill_token_json(token: TokenInfo) -> PrefillTokenJSON:
 
 
 def stream_details_json(finish: FinishInfo) -> StreamDetailsJSON:
-    """TGI `StreamDetails`, carried by the last event of a stream."""
+    """TGI `StreamDetails`, carried by the last event of a stream.
+
+    `cached_tokens` is an extension (TGI clients ignore unknown keys): the gateway reports it as
+    the request's cached prompt tokens.
+    """
     return {
         "finish_reason": finish.reason,
         "generated_tokens": finish.generated_tokens,
         "seed": finish.seed,
         "input_length": finish.input_length,
+        "cached_tokens": finish.cached_tokens,
     }
 
 
@@ -220,6 +226,7 @@ def details_json(
         "seed": finish.seed,
         "prefill": [prefill_token_json(t) for t in finish.prefill],
         "tokens": [token_json(t) for t in tokens],
+        "cached_tokens": finish.cached_tokens,  # extension, as in stream details
     }
     if best_of_sequences is not None:
         out["best_of_sequences"] = best_of_sequences
