@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint typecheck unit bench-engine clean
+.PHONY: run test lint typecheck unit bench-engine bench-gateway clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ unit: $(STAMP)
 ## Engine throughput, batching, prefix-cache and quantization benchmark (docs/benchmarks.md).
 bench-engine: $(STAMP)
 	$(BIN)/python loadtest/bench_engine.py
+
+## Gateway relay rate vs a bare grpc.aio server, and added time to first token.
+bench-gateway: $(STAMP)
+	$(BIN)/python loadtest/bench_gateway.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
