@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import importlib
 import io
 import logging
 import os
@@ -216,24 +215,18 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    # Looked up by name: the CLI must start (and its other commands work) even in a build where
-    # the gateway or its dependencies are missing.
     try:
-        config_module = importlib.import_module("streamgate.config")
-        app = importlib.import_module("streamgate.gateway.app")
-    except ModuleNotFoundError as err:
+        from streamgate.config import ConfigError, load_config
+        from streamgate.gateway.app import serve
+        from streamgate.gateway.embedded import EmbeddedEngineError
+    except ModuleNotFoundError as err:  # an install without the gateway's dependencies
         print(f"streamgate serve: the gateway is not available: {err}", file=sys.stderr)
         return 2
     try:
-        config = config_module.load_config(args.config)
-    except (OSError, ValueError) as err:  # unreadable file; invalid config (pydantic errors)
-        print(f"streamgate serve: bad config: {err}", file=sys.stderr)
-        return 2
-    try:
-        asyncio.run(app.serve(config))
-    except KeyboardInterrupt:  # Ctrl-C: a requested stop, not a failure
+        asyncio.run(serve(load_config(args.config)))
+    except KeyboardInterrupt:  # Ctrl-C before the gateway took over SIGINT: a requested stop
         return 0
-    except OSError as err:  # e.g. the port is taken
+    except (ConfigError, EmbeddedEngineError, OSError) as err:  # e.g. a bad config, port taken
         print(f"streamgate serve: {err}", file=sys.stderr)
         return 2
     return 0
@@ -344,7 +337,7 @@ def _stream_reply(client: Client, reply: _Reply, options: dict[str, Any]) -> Non
 def _stats_line(reply: _Reply) -> str:
     """`[5 prompt + 16 generated tokens | TTFT 41.2 ms | total 210.3 ms | length]`, measured
     by this client (TTFT: until the first Delta)."""
-    parts = []
+    parts = ["interrupted"] if reply.end is None else []
     if reply.end is not None:
         usage = reply.end.usage
         prompt = usage.prompt_tokens or (reply.start.input_tokens if reply.start else 0)

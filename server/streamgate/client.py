@@ -340,8 +340,12 @@ class StreamgateError(Exception):
         if self.reason and self.reason != head:
             head += f" {self.reason}"
         text = f"{head}: {self.message}" if self.message else head
-        # Violations the message does not already name (servers often summarize them there).
-        missing = [(f, d) for f, d in self.field_violations if f not in self.message]
+        # Violations the message does not already spell out (servers often summarize there).
+        missing = [
+            (f, d)
+            for f, d in self.field_violations
+            if f not in self.message or d not in self.message
+        ]
         if missing:
             text += " (" + "; ".join(f"{f}: {d}" for f, d in missing) + ")"
         if self.retry_delay is not None:

@@ -38,8 +38,8 @@ from pydantic import (
 )
 
 __all__ = [
-    "ENV_PREFIX",
     "EMBEDDED_BACKEND",
+    "ENV_PREFIX",
     "BackendConfig",
     "ConfigError",
     "EmbeddedConfig",
@@ -109,7 +109,7 @@ class ListenConfig(_Section):
     """Largest request and response message; also bounds the prompt (limits.max_prompt_chars)."""
     max_concurrent_streams: Annotated[int, Field(ge=1)] = 1024
     """HTTP/2 streams (calls) per client connection (grpc.max_concurrent_streams)."""
-    keepalive: KeepaliveConfig = KeepaliveConfig()
+    keepalive: KeepaliveConfig = Field(default_factory=KeepaliveConfig)
 
 
 class BackendConfig(_Section):
@@ -129,6 +129,10 @@ class BackendConfig(_Section):
     health_timeout_seconds: Seconds = 2.0
     health_interval_seconds: Seconds = 2.0
     """Time between two /health checks."""
+    count_prompt_tokens: bool = False
+    """Ask POST /tokenize, in parallel with each generation, for Start.input_tokens. Off by
+    default: it doubles the requests (and the tokenizing) a backend serves, which costs time to
+    first token under load; Start.input_tokens is then 0, End's usage has the count anyway."""
 
     @field_validator("url")
     @classmethod
@@ -256,15 +260,16 @@ class EmbeddedConfig(_Section):
 class GatewayConfig(_Section):
     """Everything `streamgate serve` reads; every section has defaults."""
 
-    listen: ListenConfig = ListenConfig()
+    listen: ListenConfig = Field(default_factory=ListenConfig)
     backends: list[BackendConfig] = []
     routes: list[RouteConfig] = []
     default_route: Name | None = None
     """The route of requests with an empty `model`; default: the first route."""
-    limits: LimitsConfig = LimitsConfig()
-    logging: LoggingConfig = LoggingConfig()
-    metrics: MetricsConfig = MetricsConfig()
-    embedded: EmbeddedConfig = EmbeddedConfig()
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    # model_validate: mypy (without the pydantic plugin) does not see aliased fields' defaults.
+    logging: LoggingConfig = Field(default_factory=lambda: LoggingConfig.model_validate({}))
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    embedded: EmbeddedConfig = Field(default_factory=EmbeddedConfig)
 
     @property
     def uses_embedded_engine(self) -> bool:
@@ -309,8 +314,11 @@ class GatewayConfig(_Section):
         for i, route in enumerate(self.routes):
             for name in route.backends:
                 if name not in known:
-                    hint = "" if self.backends else " (no backends are configured: only "
-                    hint += "" if self.backends else f"'{EMBEDDED_BACKEND}' exists)"
+                    hint = (
+                        ""
+                        if self.backends
+                        else f" (no backends are configured: only '{EMBEDDED_BACKEND}' exists)"
+                    )
                     problems.append(f"routes[{i}].backends: unknown backend '{name}'{hint}")
         route_names = [r.name for r in self.effective_routes()]
         if self.default_route is not None and self.default_route not in route_names:
@@ -326,9 +334,9 @@ class GatewayConfig(_Section):
 # ---- loading -----------------------------------------------------------------------------------
 
 
-def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None) -> (
-    GatewayConfig
-):
+def load_config(
+    path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None
+) -> GatewayConfig:
     """Read the config file (None: defaults only), apply `STREAMGATE_*` overrides from `env`
     (default: os.environ) and validate. Raises `ConfigError` listing every problem."""
     env = os.environ if env is None else env
@@ -377,13 +385,17 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[tuple[str |
     """Write the overrides into `data`; returns {location: variable name} for error messages."""
     sections = set(GatewayConfig.model_fields)
     applied: dict[tuple[str | int, ...], str] = {}
-    # Sorted: list entries appended by index (…__0__…, …__1__…) arrive in order.
-    for var in sorted(env):
+    found: list[tuple[list[str], str]] = []
+    for var in env:
         if not var.startswith(ENV_PREFIX):
             continue
         keys = var[len(ENV_PREFIX) :].lower().split("__")
         if keys[0] not in sections or any(not k for k in keys):
             continue  # someone else's variable (STREAMGATE_ADDRESS, ...)
+        found.append((keys, var))
+    # Indexes in numeric order: entries appended by index (…__9__…, …__10__…) arrive in order.
+    found.sort(key=lambda item: [(0, int(k), "") if k.isdigit() else (1, 0, k) for k in item[0]])
+    for keys, var in found:
         location = _set_path(data, keys, _env_value(env[var]), var)
         applied[location] = var
     return applied
@@ -402,32 +414,38 @@ def _env_value(raw: str) -> Any:
 
 
 def _set_path(data: dict[str, Any], keys: list[str], value: Any, var: str) -> tuple[str | int, ...]:
-    node: Any = data
+    node: dict[str, Any] | list[Any] = data
     location: list[str | int] = []
     for i, key in enumerate(keys):
         last = i == len(keys) - 1
-        step: str | int = key
         if isinstance(node, list):
             if not key.isdigit() or int(key) > len(node):
                 raise ConfigError(
                     f"{var}: '{key}' is not an index of {_dotted(tuple(location))} "
                     f"(0 to {len(node)}; {len(node)} appends an entry)"
                 )
-            step = int(key)
-            if step == len(node):
-                node.append({} if not last else None)
-        elif not isinstance(node, dict):
-            raise ConfigError(f"{var}: {_dotted(tuple(location))} is not a section")
-        location.append(step)
-        if last:
-            node[step] = value
+            index = int(key)
+            if index == len(node):
+                node.append(None)
+            location.append(index)
+            if last:
+                node[index] = value
+                break
+            if node[index] is None:
+                node[index] = {}
+            child = node[index]
         else:
-            child = node[step] if isinstance(node, list) else node.get(step)
-            if child is None:
+            location.append(key)
+            if last:
+                node[key] = value
+                break
+            if node.get(key) is None:
                 # A list section gets a list; anything else a mapping.
-                child = [] if _is_list_field(location) else {}
-                node[step] = child
-            node = child
+                node[key] = [] if _is_list_field(location) else {}
+            child = node[key]
+        if not isinstance(child, dict | list):
+            raise ConfigError(f"{var}: {_dotted(tuple(location))} is not a section")
+        node = child
     return tuple(location)
 
 

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import signal
+import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NoReturn, TypeAlias, TypeVar
 
 import grpc
@@ -177,7 +181,7 @@ async def _abort(context: _Ctx, status: grpc.Status) -> NoReturn:
 
 @dataclass
 class StubGeneration(pb_grpc.GenerationServiceServicer):
-    """Records requests and metadata; sets `cancelled` when a call is cancelled under it."""
+    """Records requests and metadata; sets `cancelled` when a "hang" call is cancelled."""
 
     requests: list[pb.GenerateStreamRequest | pb.GenerateRequest] = field(default_factory=list)
     metadata: list[dict[str, str]] = field(default_factory=list)
@@ -202,15 +206,18 @@ class StubGeneration(pb_grpc.GenerationServiceServicer):
         text = await self._begin(request, context)
         yield pb.GenerateStreamResponse(start=START)
         if text in ("midstream", "hang"):
-            yield pb.GenerateStreamResponse(delta=pb.Delta(text="a"))
-            yield pb.GenerateStreamResponse(delta=pb.Delta(text="b"))
-            if text == "midstream":
-                await _abort(context, MIDSTREAM)
             try:
+                yield pb.GenerateStreamResponse(delta=pb.Delta(text="a"))
+                yield pb.GenerateStreamResponse(delta=pb.Delta(text="b"))
+                if text == "midstream":
+                    await _abort(context, MIDSTREAM)
                 await asyncio.Event().wait()  # until the client goes away
-            except asyncio.CancelledError:
-                self.cancelled.set()
-                raise
+            finally:
+                # A hanging call ends only when the client cancels it. grpc.aio interrupts the
+                # handler with CancelledError at an await or GeneratorExit at a yield, and
+                # context.cancelled() stays False, so the end itself is the signal.
+                if text == "hang":
+                    self.cancelled.set()
         words = _reply_words(request)
         for i, word in enumerate(words):
             tokens = _tokens(request, i, word)
@@ -478,16 +485,20 @@ async def test_list_models(stub: Stub) -> None:
 
 
 async def test_closing_a_sync_stream_cancels_the_call(stub: Stub) -> None:
+    loop = asyncio.get_running_loop()
+
     def work(client: Client) -> tuple[list[StreamEvent], list[StreamEvent]]:
         stream = client.generate_stream("hang")
         seen = [next(stream), next(stream)]
         stream.close()
+        # Wait while the channel is still open: closing the channel would cancel the call too.
+        wait = asyncio.wait_for(stub.servicer.cancelled.wait(), WAIT)
+        asyncio.run_coroutine_threadsafe(wait, loop).result()
         return seen, list(stream)  # nothing more, and no CANCELLED error
 
     seen, after = await _sync(stub, work)
     assert seen == [EXPECTED_START, StreamDelta("a")]
     assert after == []
-    await asyncio.wait_for(stub.servicer.cancelled.wait(), WAIT)
 
 
 async def test_leaving_an_async_stream_cancels_the_call(stub: Stub) -> None:
@@ -767,3 +778,62 @@ async def test_cli_models(stub: Stub, capsys: pytest.CaptureFixture[str]) -> Non
 async def test_cli_unreachable_gateway(free_port: int, capsys: pytest.CaptureFixture[str]) -> None:
     assert await _main(["models", "--target", f"127.0.0.1:{free_port}"]) == 1
     assert capsys.readouterr().err.startswith("streamgate models: UNAVAILABLE")
+
+
+# Ctrl-C: a real `streamgate` process gets SIGINT once the stub is in the middle of its reply.
+
+_SOURCE_ROOT = Path(__file__).resolve().parents[2] / "server"
+
+
+async def _interrupted(stub: Stub, argv: Sequence[str], stdin: bytes) -> tuple[int, str, str]:
+    """Run `streamgate ARGV`, press Ctrl-C once it has printed the stub's partial reply "ab"
+    (the stub then waits for the client to go away), and return (exit code, stdout, stderr)."""
+    path = os.pathsep.join(p for p in (str(_SOURCE_ROOT), os.environ.get("PYTHONPATH")) if p)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "streamgate",
+        *argv,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": path, "PYTHONIOENCODING": "utf-8"},
+    )
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        process.stdin.write(stdin)  # all of it, then EOF: the commands read lines as they go
+        process.stdin.close()
+        shown = await asyncio.wait_for(process.stdout.readexactly(2), WAIT)
+        assert shown == b"ab"
+        process.send_signal(signal.SIGINT)
+        out, err = await asyncio.wait_for(process.communicate(), WAIT)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return process.returncode, (shown + out).decode(), err.decode()
+
+
+async def test_ctrl_c_cancels_generate(stub: Stub) -> None:
+    code, out, err = await _interrupted(stub, ["generate", "--target", stub.target, "hang"], b"")
+    assert code == 130, err
+    assert out == "ab\n"
+    assert "Traceback" not in err
+    await asyncio.wait_for(stub.servicer.cancelled.wait(), WAIT)
+
+
+async def test_ctrl_c_stops_a_chat_reply_without_quitting(stub: Stub) -> None:
+    argv = ["chat", "--target", stub.target]
+    code, out, err = await _interrupted(stub, argv, b"hang\nnext\n")
+    assert code == 0, err
+    assert "[stopped]" in err
+    await asyncio.wait_for(stub.servicer.cancelled.wait(), WAIT)
+    # The shown part of the stopped reply stays in the conversation; the chat goes on.
+    assert out == "ab\nturn 2\n"
+    last = stub.servicer.requests[-1]
+    assert [(m.role, m.content) for m in last.chat.messages] == [
+        ("user", "hang"),
+        ("assistant", "ab"),
+        ("user", "next"),
+    ]

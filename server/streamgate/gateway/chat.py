@@ -87,9 +87,7 @@ class ChatTemplate:
         self.bos_token = bos_token
         self.eos_token = eos_token
 
-    def render(
-        self, messages: Sequence[ChatMessage], *, add_generation_prompt: bool = True
-    ) -> str:
+    def render(self, messages: Sequence[ChatMessage], *, add_generation_prompt: bool = True) -> str:
         """The prompt text. Raises `ChatTemplateError` when the template refuses the messages,
         tries to escape its sandbox or fails in any other way."""
         context = {
@@ -107,7 +105,12 @@ class ChatTemplate:
         except TemplateError as err:
             raise ChatTemplateError(_describe(err)) from None
         except (
-            TypeError, ValueError, LookupError, AttributeError, ArithmeticError, RecursionError
+            TypeError,
+            ValueError,
+            LookupError,
+            AttributeError,
+            ArithmeticError,
+            RecursionError,
         ) as err:
             # Template code runs on request data: any Python error there is a bad conversation
             # for this template, not a server fault.

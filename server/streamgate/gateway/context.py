@@ -35,7 +35,8 @@ class RequestStats:
     first_token_at: float | None = None
     """time.monotonic() when the first Delta was handed to gRPC."""
     backend_wait: float = 0.0
-    """Seconds spent waiting on the backend (before the first token and between tokens)."""
+    """Seconds that were the backend's: from sending the request to its last event (and failed
+    attempts). The rest of the call's time is the gateway's overhead."""
     merged_events: int = 0
     """Backend events that shared a Delta with another (the client was reading slower)."""
 
@@ -65,9 +66,7 @@ class RequestContext:
         if not _REQUEST_ID.match(request_id):
             request_id = uuid.uuid4().hex
         remaining = context.time_remaining()
-        labels = {
-            k: v for k, v in metadata.items() if k.startswith("x-") and k not in _KNOWN_KEYS
-        }
+        labels = {k: v for k, v in metadata.items() if k.startswith("x-") and k not in _KNOWN_KEYS}
         return cls(
             request_id=request_id,
             method=method,

@@ -21,7 +21,10 @@ from enum import StrEnum
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
-from google.rpc import error_details_pb2, status_pb2
+
+# No stubs for googleapis-common-protos in the environment (googleapis-common-protos-stubs would
+# add them); `unused-ignore` keeps this valid once they are installed.
+from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped, unused-ignore]
 from grpc_status import rpc_status
 
 from streamgate.backends import BackendError
@@ -165,7 +168,7 @@ class GatewayError(Exception):
 
 
 @dataclass(frozen=True)
-class RichStatus(grpc.Status):  # type: ignore[misc]  # grpc.Status is an untyped ABC
+class RichStatus(grpc.Status):
     """A `grpc.Status` with our trailing metadata next to `grpc-status-details-bin`."""
 
     code: grpc.StatusCode

@@ -1,12 +1,15 @@
 """Backend stream → client messages, with a bounded buffer between the two.
 
 A reader task takes events from the backend as they arrive and appends them to a buffer; the
-writer (the RPC handler) takes *everything* buffered whenever it is free to send. A client that
-keeps up therefore gets one Delta per backend event, written as soon as it arrives; a client
-that reads slower gets the pending events merged into one Delta. The buffer is bounded: when it
-is full the reader stops reading (TCP pushes back on the backend), and if the client takes
-nothing for `stall_timeout` seconds the backend stream is closed (the backend drops the sequence)
-and `on_stall` is told, so that the call can end with an error.
+writer (the RPC handler) takes the next event whenever it is free to send, or *everything*
+buffered once more than `MERGE_BACKLOG` events wait. A client that keeps up therefore gets one
+Delta per backend event, written as soon as it arrives (a burst of a few events in one read
+included); a client that reads slower gets the pending events merged into one Delta.
+
+The buffer is bounded: when it is full the reader stops reading (TCP pushes back on the
+backend), and if the client takes nothing for `stall_timeout` seconds the backend stream is
+closed (the backend drops the sequence) and `on_stall` is told, so that the call can end with
+an error.
 """
 
 from __future__ import annotations
@@ -18,7 +21,12 @@ from collections.abc import Callable
 
 from streamgate.backends import StreamEvent, TGIStream
 
-__all__ = ["Relay", "StreamStalled"]
+__all__ = ["MERGE_BACKLOG", "Relay", "StreamStalled"]
+
+_YIELD_EVERY = 16
+MERGE_BACKLOG = 4
+"""Events may wait this many at once and still go one per Delta; a longer backlog means the
+client reads slower than the backend generates, and all of it goes into one Delta."""
 
 
 class StreamStalled(Exception):
@@ -34,25 +42,27 @@ class StreamStalled(Exception):
 class Relay:
     """Reads `stream` (after its already-received `first` event) into a bounded buffer.
 
-    Use `async for batch in relay`: each batch is every event buffered since the last one
-    (at least one). The iteration ends after the last event, or raises the `BackendError` (or
-    `StreamStalled`, or whatever else failed in the reader) that ended the stream — after every event received before it.
+    Use `async for batch in relay`: each batch is the next event, or every event buffered when
+    more than `MERGE_BACKLOG` wait. The iteration ends after the last event, or raises what
+    ended the stream (`BackendError`, `StreamStalled`, or whatever else failed in the reader)
+    after every event received before it.
     `close()` stops the reader and closes the backend stream; call it in a `finally`.
 
     Args:
         stream: the open backend stream.
         first: its first event, already taken (the pipeline reads it to commit to a backend).
+        first_at: time.monotonic() when `first` arrived.
         capacity: events buffered before the reader stops reading the backend.
         stall_timeout: seconds the reader waits for room before giving up.
         on_stall: called once if the stream stalls (from the reader task).
-        on_event: called with the arrival time of every event after `first` (inter-token
-            latency).
+        on_event: called with the arrival time (time.monotonic()) of every event after `first`.
     """
 
     def __init__(
         self,
         stream: TGIStream,
         first: StreamEvent,
+        first_at: float,
         *,
         capacity: int,
         stall_timeout: float,
@@ -71,8 +81,8 @@ class Relay:
         self._room.set()
         self._ended = first.final
         self._error: BaseException | None = None
-        self.backend_wait = 0.0
-        """Seconds the writer waited for the backend (nothing buffered, stream still open)."""
+        self.last_arrival = first_at
+        """time.monotonic() when the latest event arrived from the backend."""
         self._reader: asyncio.Task[None] | None = None
         if not self._ended:
             self._reader = asyncio.create_task(self._read(), name="relay-reader")
@@ -82,8 +92,13 @@ class Relay:
             async for event in self._stream:
                 self._buffer.append(event)
                 self._ready.set()
+                self.last_arrival = time.monotonic()
                 if self._on_event is not None:
-                    self._on_event(time.monotonic())
+                    self._on_event(self.last_arrival)
+                if len(self._buffer) % _YIELD_EVERY == 0:
+                    # A fast backend's events are often all buffered already: reading them
+                    # never suspends. Let the writer (and other calls) run now and then.
+                    await asyncio.sleep(0)
                 if len(self._buffer) >= self._capacity:
                     self._room.clear()
                     try:
@@ -106,13 +121,16 @@ class Relay:
 
     async def __anext__(self) -> list[StreamEvent]:
         if not self._buffer and not self._ended:
-            waited = time.monotonic()
             self._ready.clear()
             await self._ready.wait()
-            self.backend_wait += time.monotonic() - waited
         if self._buffer:
-            batch = list(self._buffer)
-            self._buffer.clear()
+            if len(self._buffer) <= MERGE_BACKLOG:
+                # A short backlog is a burst (several events in one read), not a slow client:
+                # one step per Delta still.
+                batch = [self._buffer.popleft()]
+            else:
+                batch = list(self._buffer)
+                self._buffer.clear()
             self._room.set()
             return batch
         if self._error is not None:

@@ -1,0 +1,136 @@
+"""Pre-processing: a validated request as the backend call to make.
+
+Validates every field (INVALID_ARGUMENT with one violation per bad field), renders chat
+messages with the route's template and maps the request's parameters to TGI's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+
+from streamgate.api.v1 import generation_pb2 as pb
+from streamgate.backends import TGIParameters
+from streamgate.gateway.chat import ChatMessage, ChatTemplate, ChatTemplateError
+from streamgate.gateway.errors import GatewayError, Reason, Violation
+from streamgate.gateway.validate import (
+    GenerationRequest,
+    RequestLimits,
+    check_prompt_length,
+    validate_request,
+)
+
+__all__ = ["PreparedRequest", "prepare", "tgi_parameters"]
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRequest:
+    """What the pipeline sends upstream and how it answers."""
+
+    inputs: str
+    """The prompt text (chat messages rendered)."""
+    parameters: TGIParameters
+    chat: bool
+    """The input was chat messages (errors about the prompt name `chat.messages`)."""
+    tokens: bool
+    """Include per-token details in Delta.tokens / GenerateResponse.tokens."""
+    seed: int | None
+    """The seed the request gave."""
+    cache_status: pb.CacheStatus.ValueType
+
+
+def prepare(
+    request: GenerationRequest, template: ChatTemplate, limits: RequestLimits, *,
+    default_max_new_tokens: int | None,
+) -> PreparedRequest:  # fmt: skip
+    """Validate and pre-process `request`. Raises GatewayError (INVALID_ARGUMENT, NOT_FOUND for
+    CACHE_MODE_ONLY_IF_CACHED: there is no cache yet, so nothing is ever cached)."""
+    violations = validate_request(request, limits)
+    if violations:
+        raise invalid(violations)
+    chat = request.WhichOneof("input") == "chat"
+    if chat:
+        messages = [ChatMessage(m.role, m.content) for m in request.chat.messages]
+        add = request.chat.add_generation_prompt if request.chat.HasField(
+            "add_generation_prompt"
+        ) else True  # fmt: skip
+        try:
+            inputs = template.render(messages, add_generation_prompt=add)
+        except ChatTemplateError as err:
+            raise GatewayError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                Reason.CHAT_TEMPLATE_ERROR,
+                f"the chat template refused the messages: {err}",
+                violations=[Violation("chat.messages", str(err))],
+            ) from None
+        too_long = check_prompt_length(inputs, limits, "chat.messages")
+        if too_long is not None:
+            raise invalid([too_long])
+        if not inputs:
+            raise invalid([Violation("chat.messages", "the chat template rendered nothing")])
+    else:
+        inputs = request.prompt
+    mode = request.cache.mode
+    if mode == pb.CACHE_MODE_ONLY_IF_CACHED:
+        raise GatewayError(
+            grpc.StatusCode.NOT_FOUND,
+            Reason.NOT_CACHED,
+            "no cached answer for this request (CACHE_MODE_ONLY_IF_CACHED)",
+        )
+    sampling = request.sampling
+    return PreparedRequest(
+        inputs=inputs,
+        parameters=tgi_parameters(request, default_max_new_tokens),
+        chat=chat,
+        tokens=request.response.tokens or request.response.top_n_tokens > 0,
+        seed=sampling.seed if sampling.HasField("seed") else None,
+        cache_status=pb.CACHE_STATUS_BYPASS
+        if mode == pb.CACHE_MODE_BYPASS
+        else pb.CACHE_STATUS_MISS,
+    )
+
+
+def invalid(violations: list[Violation]) -> GatewayError:
+    """INVALID_ARGUMENT listing `violations`."""
+    fields = ", ".join(dict.fromkeys(v.field for v in violations))
+    return GatewayError(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        Reason.INVALID_ARGUMENT,
+        f"invalid request: {fields}",
+        violations=violations,
+    )
+
+
+def tgi_parameters(request: GenerationRequest, default_max_new_tokens: int | None) -> TGIParameters:
+    """TGI's parameters for a valid request; unset fields stay unset (the backend's default)."""
+    s = request.sampling
+    stopping = request.stopping
+    top_p = _f32(s.top_p) if s.HasField("top_p") else None
+    typical_p = _f32(s.typical_p) if s.HasField("typical_p") else None
+    return TGIParameters(
+        do_sample=s.do_sample if s.HasField("do_sample") else None,
+        temperature=_f32(s.temperature) if s.HasField("temperature") else None,
+        top_k=s.top_k if s.HasField("top_k") else None,
+        # 1.0 means "no filtering": the same as unset, and TGI refuses it explicitly.
+        top_p=top_p if top_p is not None and top_p < 1 else None,
+        typical_p=typical_p if typical_p is not None and typical_p < 1 else None,
+        repetition_penalty=(
+            _f32(s.repetition_penalty) if s.HasField("repetition_penalty") else None
+        ),
+        frequency_penalty=_f32(s.frequency_penalty) if s.HasField("frequency_penalty") else None,
+        seed=s.seed if s.HasField("seed") else None,
+        max_new_tokens=(
+            stopping.max_new_tokens
+            if stopping.HasField("max_new_tokens")
+            else default_max_new_tokens
+        ),
+        stop=list(stopping.stop_sequences) or None,
+        truncate=stopping.truncate_input_tokens or None,
+        top_n_tokens=request.response.top_n_tokens or None,
+    )
+
+
+def _f32(value: float) -> float:
+    """A proto float as the client most likely wrote it: 0.7, not 0.699999988079071."""
+    return float(f"{value:.7g}")

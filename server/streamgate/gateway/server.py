@@ -1,0 +1,52 @@
+"""The grpc.aio server with deliberate limits: message size, streams, keepalive."""
+
+from __future__ import annotations
+
+import grpc
+
+from streamgate.config import ListenConfig
+
+__all__ = ["create_server", "listen", "server_options"]
+
+
+def server_options(config: ListenConfig) -> list[tuple[str, int]]:
+    """Channel arguments of the server (documented in docs/operations.md)."""
+    ka = config.keepalive
+    return [
+        # The largest prompt accepted must fit in a request; the default is 4 MiB.
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.max_send_message_length", config.max_message_bytes),
+        ("grpc.max_concurrent_streams", config.max_concurrent_streams),
+        # Server pings find dead clients of long quiet streams (a long prefill sends nothing).
+        ("grpc.keepalive_time_ms", int(ka.time_seconds * 1000)),
+        ("grpc.keepalive_timeout_ms", int(ka.timeout_seconds * 1000)),
+        # ...and clients may ping too, also without calls, without being cut off for it
+        # (the defaults answer a client ping every < 5 min with GOAWAY too_many_pings).
+        ("grpc.keepalive_permit_without_calls", int(ka.permit_without_calls)),
+        (
+            "grpc.http2.min_recv_ping_interval_without_data_ms",
+            int(ka.min_ping_interval_seconds * 1000),
+        ),
+        ("grpc.http2.max_ping_strikes", ka.max_ping_strikes),
+        # Server keepalive pings continue on a stream that sends no data.
+        ("grpc.http2.max_pings_without_data", 0),
+        # Two gateways on one port would split the traffic silently: fail to bind instead.
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+def create_server(config: ListenConfig) -> grpc.aio.Server:
+    """A grpc.aio server with the limits of `config` (services are added by the caller)."""
+    return grpc.aio.server(options=server_options(config))
+
+
+def listen(server: grpc.aio.Server, config: ListenConfig) -> str:
+    """Bind the insecure port; returns `host:port` (the real port when 0 was asked)."""
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    try:
+        port = server.add_insecure_port(f"{host}:{config.port}")
+    except RuntimeError as err:
+        raise OSError(f"cannot listen on {host}:{config.port}: {err}") from None
+    if port == 0:
+        raise OSError(f"cannot listen on {host}:{config.port}")
+    return f"{host}:{port}"

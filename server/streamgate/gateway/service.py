@@ -1,0 +1,489 @@
+"""`streamgate.v1.GenerationService`: the request pipeline, stage by stage.
+
+context → route → prepare (validate, chat template) → upstream (pick, send, first token; retry
+elsewhere before it) → relay (Start, one Delta per backend event, End) → status, metrics, log.
+
+Every call ends in exactly one place (`_run`), which maps what went wrong to a status with
+details (errors.py), records metrics and writes the request's log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+
+from streamgate.api.v1 import generation_pb2 as pb
+from streamgate.api.v1 import generation_pb2_grpc as pb_grpc
+from streamgate.backends import BackendError, StreamEvent
+from streamgate.config import GatewayConfig
+from streamgate.gateway import messages
+from streamgate.gateway.calls import ActiveCall, CallRegistry
+from streamgate.gateway.chat import ChatTemplate
+from streamgate.gateway.context import RequestContext
+from streamgate.gateway.errors import GatewayError, Reason, from_backend_error, internal_error
+from streamgate.gateway.prepare import PreparedRequest, prepare
+from streamgate.gateway.relay import Relay, StreamStalled
+from streamgate.gateway.upstream import Upstream, open_upstream
+from streamgate.gateway.validate import GenerationRequest, RequestLimits
+from streamgate.routing import Replica, Route, RouteNotFound, RouteTable
+from streamgate.telemetry.logging import compact, get_logger
+from streamgate.telemetry.metrics import GatewayMetrics
+
+__all__ = ["GenerationService", "ServiceSettings"]
+
+log = get_logger(__name__)
+
+_T = TypeVar("_T")
+StreamContext = grpc.aio.ServicerContext[pb.GenerateStreamRequest, pb.GenerateStreamResponse]
+UnaryContext = grpc.aio.ServicerContext[pb.GenerateRequest, pb.GenerateResponse]
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """The configuration the servicer reads per request."""
+
+    max_prompt_chars: int
+    max_stop_sequences: int
+    max_top_n_tokens: int
+    max_cache_ttl_seconds: int
+    max_attempts: int
+    stream_buffer_events: int
+    stall_timeout: float
+    log_prompts: bool
+
+    @classmethod
+    def from_config(cls, config: GatewayConfig) -> ServiceSettings:
+        """The settings of `config`."""
+        limits = config.limits
+        return cls(
+            max_prompt_chars=config.max_prompt_chars,
+            max_stop_sequences=limits.max_stop_sequences,
+            max_top_n_tokens=limits.max_top_n_tokens,
+            max_cache_ttl_seconds=limits.max_cache_ttl_seconds,
+            max_attempts=limits.max_attempts,
+            stream_buffer_events=limits.stream_buffer_events,
+            stall_timeout=limits.stall_timeout_seconds,
+            log_prompts=config.logging.log_prompts,
+        )
+
+
+class GenerationService(pb_grpc.GenerationServiceServicer):
+    """The servicer. Shared state (routes, calls, metrics) comes from the composition root.
+
+    Args:
+        routes: the route table.
+        templates: the chat template of each route, by route name.
+        settings: limits and timeouts.
+        calls: the registry of running calls (draining, shutdown).
+        metrics: where to record.
+        on_backend_failure: told of every failed backend request (health re-checks).
+    """
+
+    def __init__(
+        self,
+        routes: RouteTable,
+        templates: Mapping[str, ChatTemplate],
+        settings: ServiceSettings,
+        calls: CallRegistry,
+        metrics: GatewayMetrics,
+        on_backend_failure: Callable[[Replica], None] | None = None,
+    ) -> None:
+        self._routes = routes
+        self._templates = dict(templates)
+        self._settings = settings
+        self._calls = calls
+        self._metrics = metrics
+        self._on_backend_failure = on_backend_failure
+
+    # ---- RPCs --------------------------------------------------------------------------------
+
+    async def GenerateStream(  # type: ignore[override]  # a coroutine writing, not a generator
+        self, request: pb.GenerateStreamRequest, context: StreamContext
+    ) -> None:
+        """Start, then one Delta per backend step, then End (see module doc)."""
+        ctx = RequestContext.from_grpc(context, "GenerateStream")
+        await self._run(
+            ctx, context, request, lambda call: self._stream(request, context, ctx, call)
+        )
+
+    async def Generate(
+        self, request: pb.GenerateRequest, context: UnaryContext
+    ) -> pb.GenerateResponse:
+        """The same pipeline, aggregated into one response."""
+        ctx = RequestContext.from_grpc(context, "Generate")
+        return await self._run(
+            ctx, context, request, lambda call: self._unary(request, context, ctx)
+        )
+
+    async def ListModels(
+        self,
+        request: pb.ListModelsRequest,
+        context: grpc.aio.ServicerContext[pb.ListModelsRequest, pb.ListModelsResponse],
+    ) -> pb.ListModelsResponse:
+        """The routes, their backends' model ids and limits."""
+        ctx = RequestContext.from_grpc(context, "ListModels")
+
+        async def answer(call: ActiveCall) -> pb.ListModelsResponse:
+            models = [
+                pb.Model(
+                    name=route.name,
+                    default=route.name == self._routes.default,
+                    backend_models=route.model_ids(),
+                    max_input_tokens=route.max_input_tokens or 0,
+                    max_total_tokens=route.max_total_tokens or 0,
+                )
+                for route in self._routes
+            ]
+            return pb.ListModelsResponse(models=models)
+
+        return await self._run(ctx, context, None, answer)
+
+    # ---- the end of every call ---------------------------------------------------------------
+
+    async def _run(
+        self,
+        ctx: RequestContext,
+        context: grpc.aio.ServicerContext[Any, Any],
+        request: GenerationRequest | None,
+        body: Callable[[ActiveCall], Awaitable[_T]],
+    ) -> _T:
+        """Run `body`; map its failure to a status; record metrics and the log line."""
+        generation = request is not None
+        if generation:
+            self._metrics.active_streams.inc()
+        error: GatewayError | None = None
+        try:
+            with self._calls.track(ctx) as call:
+                try:
+                    result = await body(call)
+                except asyncio.CancelledError:
+                    if call.error is None:
+                        raise  # the client cancelled or its deadline passed: gRPC ended the call
+                    # The gateway interrupted the call (shutdown, stalled client): answer it.
+                    task = asyncio.current_task()
+                    if task is not None:
+                        task.uncancel()
+                    error = call.error
+                finally:
+                    call.finishing = True
+        except GatewayError as err:
+            error = err
+        except asyncio.CancelledError:
+            self._finish(
+                ctx, request, "DEADLINE_EXCEEDED" if ctx.deadline_passed() else "CANCELLED"
+            )
+            raise
+        except Exception:
+            log.exception("unexpected failure", request_id=ctx.request_id, method=ctx.method)
+            error = internal_error()
+        finally:
+            if generation:
+                self._metrics.active_streams.dec()
+        if error is None:
+            self._finish(ctx, request, "OK")
+            return result
+        self._finish(ctx, request, error.code.name, error)
+        status = error.to_status(
+            request_id=ctx.request_id,
+            route=ctx.stats.route or None,
+            backend=ctx.stats.backend or None,
+            tokens_sent=ctx.stats.output_tokens if ctx.stats.backend else None,
+        )
+        try:
+            # Bounded: a client that reads nothing holds the status behind its unread
+            # messages. The status stays queued in gRPC; the handler need not wait for it.
+            await asyncio.wait_for(context.abort_with_status(status), self._settings.stall_timeout)
+        except TimeoutError:
+            raise asyncio.CancelledError from None
+        raise AssertionError("abort_with_status returned")  # pragma: no cover
+
+    def _finish(
+        self,
+        ctx: RequestContext,
+        request: GenerationRequest | None,
+        code: str,
+        error: GatewayError | None = None,
+    ) -> None:
+        """Metrics and the request's log line."""
+        s = ctx.stats
+        total = ctx.elapsed()
+        self._metrics.requests.labels(ctx.method, code).inc()
+        self._metrics.duration.labels(ctx.method, s.route).observe(total)
+        if s.backend:
+            self._metrics.overhead.labels(ctx.method).observe(max(total - s.backend_wait, 0.0))
+            self._metrics.tokens.labels("in", s.route).inc(s.input_tokens)
+            self._metrics.tokens.labels("out", s.route).inc(s.output_tokens)
+        if request is None:
+            return  # ListModels: not worth a line each
+        fields: dict[str, Any] = {
+            "request_id": ctx.request_id,
+            "method": ctx.method,
+            "code": code,
+            "reason": error.reason.value if error is not None else None,
+            "error": error.message if error is not None else None,
+            "route": s.route,
+            "backend": s.backend,
+            "model": s.model,
+            "attempts": s.attempts,
+            "input_tokens": s.input_tokens,
+            "output_tokens": s.output_tokens,
+            "finish_reason": s.finish_reason,
+            "ttft_s": round(s.first_token_at - ctx.started, 6) if s.first_token_at else None,
+            "total_s": round(total, 6),
+            "overhead_s": round(max(total - s.backend_wait, 0.0), 6) if s.backend else None,
+            "merged_events": s.merged_events,
+            "peer": ctx.peer,
+            "labels": ctx.labels,
+        }
+        if self._settings.log_prompts:
+            fields["prompt"] = (
+                request.prompt
+                if request.WhichOneof("input") == "prompt"
+                else [{"role": m.role, "content": m.content} for m in request.chat.messages]
+            )
+        log.info("request", **compact(fields))
+
+    # ---- shared stages -----------------------------------------------------------------------
+
+    def _route(self, request: GenerationRequest, ctx: RequestContext) -> Route:
+        try:
+            route = self._routes.resolve(request.model or ctx.route_hint)
+        except RouteNotFound as err:
+            raise GatewayError(
+                grpc.StatusCode.NOT_FOUND,
+                Reason.ROUTE_NOT_FOUND,
+                str(err),
+                metadata={"model": err.name, "models": ",".join(err.known)},
+            ) from None
+        ctx.stats.route = route.name
+        return route
+
+    def _prepare(self, request: GenerationRequest, route: Route) -> PreparedRequest:
+        s = self._settings
+        total = route.max_total_tokens
+        limits = RequestLimits(
+            max_prompt_chars=s.max_prompt_chars,
+            max_new_tokens=None if total is None else total - 1,
+            max_input_tokens=route.max_input_tokens,
+            max_stop_sequences=route.max_stop_sequences(s.max_stop_sequences),
+            max_top_n_tokens=s.max_top_n_tokens,
+            max_cache_ttl_seconds=s.max_cache_ttl_seconds,
+        )
+        return prepare(
+            request,
+            self._templates[route.name],
+            limits,
+            default_max_new_tokens=route.default_max_new_tokens,
+        )
+
+    async def _open(
+        self, route: Route, prepared: PreparedRequest, ctx: RequestContext, *, count_tokens: bool
+    ) -> Upstream:
+        upstream = await open_upstream(
+            route,
+            prepared,
+            ctx,
+            max_attempts=self._settings.max_attempts,
+            count_tokens=count_tokens,
+            on_failure=self._backend_failed,
+        )
+        if upstream.attempts > 1:
+            self._metrics.retries.labels(route.name).inc()
+        s = ctx.stats
+        s.attempts = upstream.attempts
+        s.backend = upstream.replica.name
+        s.model = upstream.replica.model_id
+        s.backend_wait = upstream.backend_time(upstream.first_at)
+        return upstream
+
+    def _backend_failed(self, replica: Replica, err: BackendError) -> None:
+        self._metrics.backend_errors.labels(replica.name, err.kind).inc()
+        if err.kind in ("unavailable", "timeout") and self._on_backend_failure is not None:
+            self._on_backend_failure(replica)
+
+    def _start(
+        self, ctx: RequestContext, upstream: Upstream, prepared: PreparedRequest, input_tokens: int
+    ) -> pb.Start:
+        start = pb.Start(
+            request_id=ctx.request_id,
+            model=upstream.replica.model_id,
+            route=ctx.stats.route,
+            backend=upstream.replica.name,
+            cache_status=prepared.cache_status,
+            input_tokens=input_tokens,
+        )
+        if prepared.seed is not None:
+            start.seed = prepared.seed
+        return start
+
+    def _initial_metadata(
+        self, ctx: RequestContext, upstream: Upstream, prepared: PreparedRequest
+    ) -> tuple[tuple[str, str], ...]:
+        cache = "BYPASS" if prepared.cache_status == pb.CACHE_STATUS_BYPASS else "MISS"
+        return (
+            ("x-request-id", ctx.request_id),
+            ("x-route", ctx.stats.route),
+            ("x-backend", upstream.replica.name),
+            ("x-cache-status", cache),
+        )
+
+    # ---- GenerateStream ----------------------------------------------------------------------
+
+    async def _stream(
+        self,
+        request: pb.GenerateStreamRequest,
+        context: StreamContext,
+        ctx: RequestContext,
+        call: ActiveCall,
+    ) -> None:
+        route = self._route(request, ctx)
+        prepared = self._prepare(request, route)
+        upstream = await self._open(route, prepared, ctx, count_tokens=True)
+        stats = ctx.stats
+        relay: Relay | None = None
+        try:
+            await context.send_initial_metadata(self._initial_metadata(ctx, upstream, prepared))
+            stats.input_tokens = await upstream.input_tokens() or 0
+            start = self._start(ctx, upstream, prepared, stats.input_tokens)
+            await context.write(pb.GenerateStreamResponse(start=start))
+
+            itl = self._metrics.inter_token.labels(route.name)
+            last_arrival = upstream.first_at
+
+            def arrived(at: float) -> None:
+                nonlocal last_arrival
+                itl.observe(at - last_arrival)
+                last_arrival = at
+
+            def stalled(err: StreamStalled) -> None:
+                call.interrupt(
+                    GatewayError(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED, Reason.CLIENT_TOO_SLOW, str(err)
+                    )
+                )
+
+            relay = Relay(
+                upstream.stream,
+                upstream.first,
+                upstream.first_at,
+                capacity=self._settings.stream_buffer_events,
+                stall_timeout=self._settings.stall_timeout,
+                on_stall=stalled,
+                on_event=arrived,
+            )
+            last = await self._relay(relay, context, ctx, prepared)
+            stats.backend_wait = upstream.backend_time(relay.last_arrival)
+            stats.finish_reason = last.details.finish_reason if last.details else ""
+            if last.details is not None and last.details.input_length is not None:
+                stats.input_tokens = last.details.input_length
+            now = time.monotonic()
+            end = messages.end(
+                last.details,
+                prompt_tokens=stats.input_tokens,
+                completion_tokens=stats.output_tokens,
+                time_to_first_token=(stats.first_token_at or now) - ctx.started,
+                total=now - ctx.started,
+                backend_time=stats.backend_wait,
+            )
+            await context.write(pb.GenerateStreamResponse(end=end))
+        except BackendError as err:
+            self._backend_failed(upstream.replica, err)
+            raise from_backend_error(
+                err,
+                tokens_sent=stats.output_tokens,
+                deadline_passed=ctx.deadline_passed(),
+                chat=prepared.chat,
+            ) from None
+        except StreamStalled as err:
+            raise GatewayError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, Reason.CLIENT_TOO_SLOW, str(err)
+            ) from None
+        finally:
+            if relay is not None:
+                stats.backend_wait = upstream.backend_time(relay.last_arrival)
+                await relay.close()
+            upstream.close()
+
+    async def _relay(
+        self, relay: Relay, context: StreamContext, ctx: RequestContext, prepared: PreparedRequest
+    ) -> StreamEvent:
+        """Write every batch of events as one Delta; returns the last event."""
+        stats = ctx.stats
+        last: StreamEvent | None = None
+        async for batch in relay:
+            await context.write(
+                pb.GenerateStreamResponse(delta=messages.delta(batch, prepared.tokens))
+            )
+            stats.output_tokens += len(batch)
+            if len(batch) > 1:
+                stats.merged_events += len(batch)
+                self._metrics.merged_events.inc(len(batch))
+            if stats.first_token_at is None:
+                stats.first_token_at = time.monotonic()
+                self._metrics.time_to_first_token.labels(stats.route).observe(
+                    stats.first_token_at - ctx.started
+                )
+            last = batch[-1]
+        if last is None or not last.final:  # pragma: no cover - the adapter raises instead
+            raise internal_error("the backend stream ended without its last event")
+        return last
+
+    # ---- Generate ----------------------------------------------------------------------------
+
+    async def _unary(
+        self, request: pb.GenerateRequest, context: UnaryContext, ctx: RequestContext
+    ) -> pb.GenerateResponse:
+        route = self._route(request, ctx)
+        prepared = self._prepare(request, route)
+        upstream = await self._open(route, prepared, ctx, count_tokens=False)
+        stats = ctx.stats
+        events = [upstream.first]
+        try:
+            events.extend([event async for event in _rest(upstream)])
+        except BackendError as err:
+            self._backend_failed(upstream.replica, err)
+            raise from_backend_error(
+                err, tokens_sent=0, deadline_passed=ctx.deadline_passed(), chat=prepared.chat
+            ) from None
+        finally:
+            upstream.close()
+        now = time.monotonic()  # the last event has just arrived
+        stats.backend_wait = upstream.backend_time(now)
+        stats.output_tokens = len(events)
+        stats.first_token_at = upstream.first_at
+        last = events[-1]
+        details = last.details
+        stats.finish_reason = details.finish_reason if details else ""
+        stats.input_tokens = (details.input_length or 0) if details else 0
+        start = self._start(ctx, upstream, prepared, stats.input_tokens)
+        if details is not None and details.seed is not None:
+            start.seed = details.seed
+        response = pb.GenerateResponse(
+            start=start,
+            text=messages.visible_text(events),
+            end=messages.end(
+                details,
+                prompt_tokens=stats.input_tokens,
+                completion_tokens=len(events),
+                time_to_first_token=upstream.first_at - ctx.started,
+                total=now - ctx.started,
+                backend_time=stats.backend_wait,
+            ),
+        )
+        if prepared.tokens:
+            response.tokens.extend(messages.token(e) for e in events)
+        await context.send_initial_metadata(self._initial_metadata(ctx, upstream, prepared))
+        return response
+
+
+async def _rest(upstream: Upstream) -> AsyncIterator[StreamEvent]:
+    """The events after the first."""
+    if upstream.first.final:
+        return
+    async for event in upstream.stream:
+        yield event

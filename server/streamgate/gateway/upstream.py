@@ -1,0 +1,181 @@
+"""Opening the backend stream: pick a replica, send, wait for the first token; retry elsewhere.
+
+A request is committed to a backend when that backend's first token arrives: before that nothing
+has reached the client, so a retryable failure (`overloaded`, `unavailable`) is tried again on
+another replica of the route, up to `max_attempts` backends and within the caller's deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import grpc
+
+from streamgate.backends import BackendError, StreamEvent, TGIStream
+from streamgate.gateway.context import RequestContext
+from streamgate.gateway.errors import GatewayError, Reason, from_backend_error
+from streamgate.gateway.prepare import PreparedRequest
+from streamgate.routing import Replica, Route
+
+__all__ = ["TOKENIZE_WAIT_SECONDS", "Upstream", "open_upstream"]
+
+TOKENIZE_WAIT_SECONDS = 0.5
+"""How long Start may wait for /tokenize once the first token is there."""
+
+
+@dataclass
+class Upstream:
+    """An open backend stream whose first event has arrived."""
+
+    replica: Replica
+    stream: TGIStream
+    first: StreamEvent
+    sent_at: float
+    """time.monotonic() when the request was sent (the successful attempt)."""
+    first_at: float
+    """time.monotonic() when the first event arrived."""
+    failed_time: float
+    """Seconds spent on failed attempts before this one."""
+    attempts: int
+    _tokenize: asyncio.Task[int | None] | None = None
+    _closed: bool = field(default=False, repr=False)
+
+    def backend_time(self, last_arrival: float) -> float:
+        """Seconds of the request that were the backend's: failed attempts, then from sending
+        the request to the arrival of its last event so far (`last_arrival`)."""
+        return self.failed_time + max(last_arrival - self.sent_at, 0.0)
+
+    async def input_tokens(self) -> int | None:
+        """The prompt's token count from the backend's /tokenize (None: unknown).
+
+        Sent together with the generate request, it is normally there before the first token
+        (both run on the same backend, and tokenizing is part of the generate request too).
+        Start is never held back for long by it: after `TOKENIZE_WAIT_SECONDS` the count is
+        given up on (End carries the backend's own count).
+        """
+        task = self._tokenize
+        if task is None:
+            return None
+        try:
+            # wait() neither raises the task's errors nor cancels it on timeout.
+            done, _ = await asyncio.wait({task}, timeout=TOKENIZE_WAIT_SECONDS)
+        finally:
+            self._tokenize = None
+            if not task.done():
+                task.cancel()  # too slow (or this call is cancelled): not worth waiting for
+        if not done or task.cancelled() or task.exception() is not None:
+            return None
+        return task.result()
+
+    def close(self) -> None:
+        """Close the stream (the backend drops the sequence if it is not finished)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.stream.close()
+        self.replica.in_flight -= 1
+        if self._tokenize is not None:
+            self._tokenize.cancel()
+
+
+async def open_upstream(
+    route: Route,
+    prepared: PreparedRequest,
+    ctx: RequestContext,
+    *,
+    max_attempts: int,
+    count_tokens: bool,
+    on_failure: Callable[[Replica, BackendError], None],
+) -> Upstream:
+    """Open a stream on a replica of `route` and wait for its first event.
+
+    `count_tokens`: also ask the first replica's /tokenize for the prompt's token count.
+    `on_failure`: told of every backend failure (metrics, health re-checks).
+    Raises GatewayError: NO_HEALTHY_BACKEND, the mapped backend error of the last attempt, or
+    DEADLINE_EXCEEDED.
+    """
+    tried: list[Replica] = []
+    waited = 0.0
+    tokenize: asyncio.Task[int | None] | None = None
+    last: BackendError | None = None
+    try:
+        while len(tried) < max_attempts:
+            replica = route.pick(exclude=tried)
+            if replica is None:
+                break
+            tried.append(replica)
+            remaining = ctx.remaining()
+            if remaining is not None and remaining <= 0:
+                raise _deadline(tried)
+            stream = replica.backend.generate_stream(
+                prepared.inputs, prepared.parameters, timeout=remaining, request_id=ctx.request_id
+            )
+            if count_tokens and tokenize is None and replica.supports_tokenize is not False:
+                tokenize = asyncio.create_task(_tokenize(replica, prepared.inputs))
+            replica.in_flight += 1
+            sent = time.monotonic()
+            try:
+                first = await anext(stream)
+            except BackendError as err:
+                replica.in_flight -= 1
+                stream.close()
+                waited += time.monotonic() - sent
+                on_failure(replica, err)
+                last = err
+                if err.retryable:
+                    continue
+                break
+            except BaseException:
+                replica.in_flight -= 1
+                stream.close()
+                raise
+            upstream = Upstream(
+                replica=replica,
+                stream=stream,
+                first=first,
+                sent_at=sent,
+                first_at=time.monotonic(),
+                failed_time=waited,
+                attempts=len(tried),
+                _tokenize=tokenize,
+            )
+            tokenize = None  # the Upstream owns it now
+            return upstream
+    finally:
+        if tokenize is not None:
+            tokenize.cancel()
+    if last is not None:
+        raise from_backend_error(
+            last, tokens_sent=0, deadline_passed=ctx.deadline_passed(), chat=prepared.chat
+        )
+    if not tried:
+        raise GatewayError(
+            grpc.StatusCode.UNAVAILABLE,
+            Reason.NO_HEALTHY_BACKEND,
+            f"no healthy backend for route '{route.name}'",
+        )
+    raise GatewayError(  # pragma: no cover - a failure always sets `last`
+        grpc.StatusCode.UNAVAILABLE, Reason.BACKEND_UNAVAILABLE, "no backend answered"
+    )
+
+
+async def _tokenize(replica: Replica, inputs: str) -> int | None:
+    with contextlib.suppress(BackendError):
+        count = await replica.backend.tokenize(inputs)
+        if count is None:
+            replica.supports_tokenize = False  # learnt: skip the round trip from now on
+        return count
+    return None
+
+
+def _deadline(tried: list[Replica]) -> GatewayError:
+    return GatewayError(
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        Reason.DEADLINE_EXCEEDED,
+        "deadline exceeded before a backend answered",
+        backend=tried[-1].name if tried else None,
+    )

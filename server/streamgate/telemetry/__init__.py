@@ -1,0 +1,1 @@
+"""Telemetry: structured logs (structlog) and Prometheus metrics."""
