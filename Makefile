@@ -14,9 +14,9 @@ $(STAMP): pyproject.toml
 
 include mk/protos.mk
 
-## Start the engine with the built-in tiny model on http://127.0.0.1:3000.
+## Start the gateway on 127.0.0.1:50051 with the embedded engine and its tiny model.
 run: $(STAMP)
-	$(BIN)/streamgate engine
+	$(BIN)/streamgate serve
 
 ## Lint, type-check and run the whole test suite.
 test: lint typecheck protos-check buf-lint

@@ -78,6 +78,14 @@ class RunningGateway:
         metrics = f"; metrics: {self.metrics_url}" if self.metrics_url else ""
         return f"streamgate listening on {self.address} (routes: {', '.join(names)}{metrics})"
 
+    def try_it(self) -> str:
+        """Two commands that stream a reply from this gateway, printed after the ready line."""
+        method = "streamgate.v1.GenerationService/GenerateStream"
+        return (
+            f"  try: streamgate generate --target {self.address} 'Hello'\n"
+            f'   or: grpcurl -plaintext -d \'{{"prompt": "Hello"}}\' {self.address} {method}'
+        )
+
     def hurry(self) -> None:
         """Cut the grace period short: interrupt running streams now (a second signal)."""
         self._hurry.set()
@@ -296,7 +304,7 @@ async def serve(config: GatewayConfig) -> None:
                 await starting
             return
         gateway = starting.result()
-        print(gateway.ready_line(), flush=True)
+        print(gateway.ready_line(), gateway.try_it(), sep="\n", flush=True)
         await stop.wait()
         await gateway.shutdown()
     finally:
