@@ -45,7 +45,7 @@ def quantized(linear: nn.Linear, mode: str) -> Int8Linear | Int4Linear:
 
 
 def rel_error(y: torch.Tensor, reference: torch.Tensor) -> float:
-    return float((y.float() - reference).abs().max() / reference.abs().max())
+    return float((y.detach().float() - reference).abs().max() / reference.abs().max())
 
 
 def force_kernel(monkeypatch: pytest.MonkeyPatch, use: bool) -> None:
