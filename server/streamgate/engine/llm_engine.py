@@ -22,7 +22,13 @@ import torch
 from streamgate.engine.block_manager import BlockManager
 from streamgate.engine.config import EngineConfig
 from streamgate.engine.detokenizer import IncrementalDetokenizer
-from streamgate.engine.loader import DTYPES, LoadedModel, ModelInfo, load_model
+from streamgate.engine.loader import (
+    DTYPES,
+    LoadedModel,
+    ModelInfo,
+    load_model,
+    read_model_config,
+)
 from streamgate.engine.model_config import ModelConfigError
 from streamgate.engine.runner import ModelRunner, StepOutput
 from streamgate.engine.scheduler import ScheduledBatch, Scheduler
@@ -172,15 +178,13 @@ class LLMEngine:
     def from_config(cls, config: EngineConfig) -> LLMEngine:
         """Load the model, resolve limits and allocate the KV cache."""
         torch.set_num_threads(config.torch_threads)
-        loaded = load_model(config, max_positions=config.max_total_tokens)
-        positions = loaded.config.max_position_embeddings
-        if loaded.config.sliding_window:
-            positions = min(positions, loaded.config.sliding_window)
+        model_config = read_model_config(config)
+        positions = model_config.max_position_embeddings
+        if model_config.sliding_window:
+            positions = min(positions, model_config.sliding_window)
         resolved = resolve_limits(config, positions, config.block_size)
-        if config.max_total_tokens is None:
-            # Positions were sized for the model's full context; shrink to what is served.
-            loaded = load_model(resolved, max_positions=resolved.max_total_tokens)
-        return cls(resolved, loaded)
+        # RoPE tables are sized for what is served, not for the model's whole context.
+        return cls(resolved, load_model(resolved, max_positions=resolved.max_total_tokens))
 
     # ---- asyncio side -------------------------------------------------------------------
 

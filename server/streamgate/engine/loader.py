@@ -160,22 +160,26 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     return weights
 
 
+def read_model_config(config: EngineConfig) -> ModelConfig:
+    """The architecture of the configured model, without loading its weights."""
+    if config.model == "tiny":
+        return TinyShape().model_config()
+    config_file = Path(config.model) / "config.json"
+    if not config_file.is_file():
+        raise ModelConfigError(f"{config.model} is not a model directory (no config.json)")
+    return ModelConfig.from_dict(json.loads(config_file.read_text()))
+
+
 def load_model(config: EngineConfig, max_positions: int | None = None) -> LoadedModel:
     """Load the configured model onto its device, in its dtype, quantized if asked."""
     device = torch.device(config.device) if config.device else default_device()
+    model_config = read_model_config(config)
     if config.model == "tiny":
-        shape = TinyShape()
-        model_config = shape.model_config()
-        weights = tiny_checkpoint(shape)
+        weights = tiny_checkpoint(TinyShape())
         tokenizer = Tokenizer.tiny()
     else:
-        path = Path(config.model)
-        config_file = path / "config.json"
-        if not config_file.is_file():
-            raise ModelConfigError(f"{path} is not a model directory (no config.json)")
-        model_config = ModelConfig.from_dict(json.loads(config_file.read_text()))
-        weights = read_checkpoint(path)
-        tokenizer = Tokenizer.from_dir(path)
+        weights = read_checkpoint(Path(config.model))
+        tokenizer = Tokenizer.from_dir(config.model)
     sha = checkpoint_sha(weights)
     positions = max_positions or model_config.max_position_embeddings
     model = LlamaForCausalLM(model_config, positions)
