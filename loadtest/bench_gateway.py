@@ -151,6 +151,14 @@ async def gateway_ttft(target: str, streams: int, prompt: str) -> list[float]:
         return list(await asyncio.gather(*(one() for _ in range(streams))))
 
 
+async def sequential_ttft(target: str, calls: int) -> list[float]:
+    """Time to the first Delta of `calls` one-at-a-time calls (the gRPC hop, for scale)."""
+    times: list[float] = []
+    for _ in range(calls):
+        times += await gateway_ttft(target, 1, "hop")
+    return times
+
+
 async def direct_ttft(url: str, streams: int, prompt: str) -> list[float]:
     body = {"inputs": prompt, "parameters": {"max_new_tokens": 4}}
     connector = aiohttp.TCPConnector(limit=0)
@@ -225,7 +233,14 @@ def main() -> None:
                     "token_ratio": gw["tokens_per_s"] / base["tokens_per_s"],
                 }
                 print(f"relay {streams:>2} streams: {relay[str(streams)]}")
+            hop = asyncio.run(sequential_ttft(f"127.0.0.1:{bare_port}", 50))
         report["relay"] = relay
+        report["bare_first_message"] = {
+            "p50_ms": percentile(hop, 0.5) * 1e3,
+            "p99_ms": percentile(hop, 0.99) * 1e3,
+            "samples": len(hop),
+        }
+        print(f"bare server, first Delta: {report['bare_first_message']}")
 
         engine_port, gw2_port = free_port(), free_port()
         config2 = Path(tmp) / "gateway-engine.yaml"
@@ -238,7 +253,8 @@ def main() -> None:
             for streams in (1, 64):
                 direct: list[float] = []
                 via: list[float] = []
-                for r in range(rounds):
+                # One stream gives one sample per round: take more rounds for its p99.
+                for r in range(rounds * (20 if streams == 1 else 1)):
                     prompt = f"ttft round {r} "
                     direct += asyncio.run(direct_ttft(engine_url, streams, prompt + "d"))
                     via += asyncio.run(gateway_ttft(f"127.0.0.1:{gw2_port}", streams, prompt + "g"))
