@@ -193,6 +193,21 @@ def test_retry_on_another_backend_before_the_first_token(
     assert gateway.metrics()['streamgate_retries_total{route="retry"}'] >= 1
 
 
+def test_stream_start_names_the_backend_that_served_after_a_retry(
+    gateway: Gateway, overloaded: Fake
+) -> None:
+    retries = gateway.metrics().get('streamgate_retries_total{route="retry"}', 0)
+    stub = gateway.stub()
+    # With another replica to fail over to, headers and Start wait for the first token.
+    for _ in range(2):
+        call = stub.GenerateStream(pb.GenerateStreamRequest(model="retry", prompt="hello"))
+        result = read_stream(call)
+        assert result.error is None and result.start is not None
+        assert result.start.backend == "fake"
+        assert dict(call.initial_metadata())["x-backend"] == "fake"
+    assert gateway.metrics()['streamgate_retries_total{route="retry"}'] > retries
+
+
 def test_backend_validation(gateway: Gateway) -> None:
     n, err = stream_failure(gateway, "mode:validation")
     assert n == 0

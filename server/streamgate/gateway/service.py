@@ -28,7 +28,7 @@ from streamgate.gateway.context import RequestContext
 from streamgate.gateway.errors import GatewayError, Reason, from_backend_error, internal_error
 from streamgate.gateway.prepare import PreparedRequest, prepare
 from streamgate.gateway.relay import Relay, StreamStalled
-from streamgate.gateway.upstream import Upstream, open_upstream
+from streamgate.gateway.upstream import PromptTokens, Upstream, open_upstream
 from streamgate.gateway.validate import GenerationRequest, RequestLimits
 from streamgate.routing import Replica, Route, RouteNotFound, RouteTable
 from streamgate.telemetry.logging import compact, get_logger
@@ -282,7 +282,13 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         )
 
     async def _open(
-        self, route: Route, prepared: PreparedRequest, ctx: RequestContext, *, count_tokens: bool
+        self,
+        route: Route,
+        prepared: PreparedRequest,
+        ctx: RequestContext,
+        *,
+        count_tokens: bool,
+        on_final: Callable[[Replica, PromptTokens], None] | None = None,
     ) -> Upstream:
         upstream = await open_upstream(
             route,
@@ -291,6 +297,7 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
             max_attempts=self._settings.max_attempts,
             count_tokens=count_tokens,
             on_failure=self._backend_failed,
+            on_final=on_final,
         )
         if upstream.attempts > 1:
             self._metrics.retries.labels(route.name).inc()
@@ -307,13 +314,13 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
             self._on_backend_failure(replica)
 
     def _start(
-        self, ctx: RequestContext, upstream: Upstream, prepared: PreparedRequest, input_tokens: int
+        self, ctx: RequestContext, replica: Replica, prepared: PreparedRequest, input_tokens: int
     ) -> pb.Start:
         start = pb.Start(
             request_id=ctx.request_id,
-            model=upstream.replica.model_id,
+            model=replica.model_id,
             route=ctx.stats.route,
-            backend=upstream.replica.name,
+            backend=replica.name,
             cache_status=prepared.cache_status,
             input_tokens=input_tokens,
         )
@@ -322,13 +329,13 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         return start
 
     def _initial_metadata(
-        self, ctx: RequestContext, upstream: Upstream, prepared: PreparedRequest
+        self, ctx: RequestContext, replica: Replica, prepared: PreparedRequest
     ) -> tuple[tuple[str, str], ...]:
         cache = "BYPASS" if prepared.cache_status == pb.CACHE_STATUS_BYPASS else "MISS"
         return (
             ("x-request-id", ctx.request_id),
             ("x-route", ctx.stats.route),
-            ("x-backend", upstream.replica.name),
+            ("x-backend", replica.name),
             ("x-cache-status", cache),
         )
 
@@ -343,14 +350,29 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
     ) -> None:
         route = self._route(request, ctx)
         prepared = self._prepare(request, route)
-        upstream = await self._open(route, prepared, ctx, count_tokens=True)
+        preamble: asyncio.Task[None] | None = None
+
+        def announce(replica: Replica, tokens: PromptTokens) -> None:
+            # The backend is certain: headers and Start go out while it prefills.
+            nonlocal preamble
+            preamble = asyncio.create_task(self._preamble(context, ctx, prepared, replica, tokens))
+
+        opened = False
+        try:
+            upstream = await self._open(route, prepared, ctx, count_tokens=True, on_final=announce)
+            opened = True
+        finally:
+            if preamble is not None and not opened:
+                await _settle(preamble)  # its messages go out before the status
         stats = ctx.stats
         relay: Relay | None = None
         try:
-            await context.send_initial_metadata(self._initial_metadata(ctx, upstream, prepared))
-            stats.input_tokens = await upstream.input_tokens() or 0
-            start = self._start(ctx, upstream, prepared, stats.input_tokens)
-            await context.write(pb.GenerateStreamResponse(start=start))
+            if preamble is not None:
+                await preamble
+            else:
+                await self._preamble(
+                    context, ctx, prepared, upstream.replica, upstream.prompt_tokens
+                )
 
             itl = self._metrics.inter_token.labels(route.name)
             last_arrival = upstream.first_at
@@ -409,6 +431,20 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
                 await relay.close()
             upstream.close()
 
+    async def _preamble(
+        self,
+        context: StreamContext,
+        ctx: RequestContext,
+        prepared: PreparedRequest,
+        replica: Replica,
+        tokens: PromptTokens,
+    ) -> None:
+        """Initial metadata and Start, once `replica` is certain to serve the call."""
+        await context.send_initial_metadata(self._initial_metadata(ctx, replica, prepared))
+        ctx.stats.input_tokens = await tokens.get() or 0
+        start = self._start(ctx, replica, prepared, ctx.stats.input_tokens)
+        await context.write(pb.GenerateStreamResponse(start=start))
+
     async def _relay(
         self, relay: Relay, context: StreamContext, ctx: RequestContext, prepared: PreparedRequest
     ) -> StreamEvent:
@@ -460,7 +496,7 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         details = last.details
         stats.finish_reason = details.finish_reason if details else ""
         stats.input_tokens = (details.input_length or 0) if details else 0
-        start = self._start(ctx, upstream, prepared, stats.input_tokens)
+        start = self._start(ctx, upstream.replica, prepared, stats.input_tokens)
         if details is not None and details.seed is not None:
             start.seed = details.seed
         response = pb.GenerateResponse(
@@ -477,8 +513,15 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         )
         if prepared.tokens:
             response.tokens.extend(messages.token(e) for e in events)
-        await context.send_initial_metadata(self._initial_metadata(ctx, upstream, prepared))
+        await context.send_initial_metadata(self._initial_metadata(ctx, upstream.replica, prepared))
         return response
+
+
+async def _settle(task: asyncio.Task[None]) -> None:
+    """Wait for `task` to end, whatever its outcome (the call fails for another reason)."""
+    await asyncio.wait({task})
+    if not task.cancelled():
+        task.exception()  # retrieved: asyncio would log it as never retrieved otherwise
 
 
 async def _rest(upstream: Upstream) -> AsyncIterator[StreamEvent]:

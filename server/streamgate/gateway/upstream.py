@@ -1,8 +1,10 @@
 """Opening the backend stream: pick a replica, send, wait for the first token; retry elsewhere.
 
-A request is committed to a backend when that backend's first token arrives: before that nothing
+A request is committed to a backend when that backend's first token arrives: before that no token
 has reached the client, so a retryable failure (`overloaded`, `unavailable`) is tried again on
 another replica of the route, up to `max_attempts` backends and within the caller's deadline.
+When no other replica is left to try, the backend is certain as soon as the request is sent:
+`on_final` says so, and the call's Start can go out while the backend prefills.
 """
 
 from __future__ import annotations
@@ -21,10 +23,42 @@ from streamgate.gateway.errors import GatewayError, Reason, from_backend_error
 from streamgate.gateway.prepare import PreparedRequest
 from streamgate.routing import Replica, Route
 
-__all__ = ["TOKENIZE_WAIT_SECONDS", "Upstream", "open_upstream"]
+__all__ = ["TOKENIZE_WAIT_SECONDS", "PromptTokens", "Upstream", "open_upstream"]
 
 TOKENIZE_WAIT_SECONDS = 0.5
-"""How long Start may wait for /tokenize once the first token is there."""
+"""How long Start may wait for /tokenize."""
+
+
+class PromptTokens:
+    """The prompt's token count, asked of a backend's /tokenize alongside the generate request.
+
+    Both run on the same backend and tokenizing is part of the generate request too, so the
+    count is normally there before the first token. Start is never held back for long by it:
+    after `TOKENIZE_WAIT_SECONDS` the count is given up on (End carries the backend's own).
+    """
+
+    def __init__(self, task: asyncio.Task[int | None] | None = None) -> None:
+        self._task = task
+
+    async def get(self) -> int | None:
+        """The count (None: unknown, not asked, or too slow). Once only."""
+        task, self._task = self._task, None
+        if task is None:
+            return None
+        try:
+            # wait() neither raises the task's errors nor cancels it on timeout.
+            done, _ = await asyncio.wait({task}, timeout=TOKENIZE_WAIT_SECONDS)
+        finally:
+            if not task.done():
+                task.cancel()  # too slow (or this call is cancelled): not worth waiting for
+        if not done or task.cancelled() or task.exception() is not None:
+            return None
+        return task.result()
+
+    def cancel(self) -> None:
+        """Stop asking (idempotent)."""
+        if self._task is not None:
+            self._task.cancel()
 
 
 @dataclass
@@ -41,35 +75,15 @@ class Upstream:
     failed_time: float
     """Seconds spent on failed attempts before this one."""
     attempts: int
-    _tokenize: asyncio.Task[int | None] | None = None
+    prompt_tokens: PromptTokens
+    announced: bool
+    """`on_final` was called for this replica (before its first event)."""
     _closed: bool = field(default=False, repr=False)
 
     def backend_time(self, last_arrival: float) -> float:
         """Seconds of the request that were the backend's: failed attempts, then from sending
         the request to the arrival of its last event so far (`last_arrival`)."""
         return self.failed_time + max(last_arrival - self.sent_at, 0.0)
-
-    async def input_tokens(self) -> int | None:
-        """The prompt's token count from the backend's /tokenize (None: unknown).
-
-        Sent together with the generate request, it is normally there before the first token
-        (both run on the same backend, and tokenizing is part of the generate request too).
-        Start is never held back for long by it: after `TOKENIZE_WAIT_SECONDS` the count is
-        given up on (End carries the backend's own count).
-        """
-        task = self._tokenize
-        if task is None:
-            return None
-        try:
-            # wait() neither raises the task's errors nor cancels it on timeout.
-            done, _ = await asyncio.wait({task}, timeout=TOKENIZE_WAIT_SECONDS)
-        finally:
-            self._tokenize = None
-            if not task.done():
-                task.cancel()  # too slow (or this call is cancelled): not worth waiting for
-        if not done or task.cancelled() or task.exception() is not None:
-            return None
-        return task.result()
 
     def close(self) -> None:
         """Close the stream (the backend drops the sequence if it is not finished)."""
@@ -78,8 +92,7 @@ class Upstream:
         self._closed = True
         self.stream.close()
         self.replica.in_flight -= 1
-        if self._tokenize is not None:
-            self._tokenize.cancel()
+        self.prompt_tokens.cancel()
 
 
 async def open_upstream(
@@ -90,17 +103,22 @@ async def open_upstream(
     max_attempts: int,
     count_tokens: bool,
     on_failure: Callable[[Replica, BackendError], None],
+    on_final: Callable[[Replica, PromptTokens], None] | None = None,
 ) -> Upstream:
     """Open a stream on a replica of `route` and wait for its first event.
 
     `count_tokens`: also ask the first replica's /tokenize for the prompt's token count.
     `on_failure`: told of every backend failure (metrics, health re-checks).
+    `on_final`: told, right after the request is sent, when this replica is the last one that
+    can be tried (no other healthy replica, or the last attempt): the backend that serves the
+    call is certain then, before its first token.
     Raises GatewayError: NO_HEALTHY_BACKEND, the mapped backend error of the last attempt, or
     DEADLINE_EXCEEDED.
     """
     tried: list[Replica] = []
     waited = 0.0
-    tokenize: asyncio.Task[int | None] | None = None
+    tokens = PromptTokens()
+    asked = False
     last: BackendError | None = None
     try:
         while len(tried) < max_attempts:
@@ -111,13 +129,18 @@ async def open_upstream(
             remaining = ctx.remaining()
             if remaining is not None and remaining <= 0:
                 raise _deadline(tried)
+            final = len(tried) == max_attempts or not route.has_alternative(tried)
             stream = replica.backend.generate_stream(
                 prepared.inputs, prepared.parameters, timeout=remaining, request_id=ctx.request_id
             )
-            if count_tokens and tokenize is None and replica.supports_tokenize is not False:
-                tokenize = asyncio.create_task(_tokenize(replica, prepared.inputs))
+            if count_tokens and not asked and replica.supports_tokenize is not False:
+                asked = True
+                tokens = PromptTokens(asyncio.create_task(_tokenize(replica, prepared.inputs)))
             replica.in_flight += 1
             sent = time.monotonic()
+            if final and on_final is not None:
+                # Its task runs once this one waits: after the request went out.
+                on_final(replica, tokens)
             try:
                 first = await anext(stream)
             except BackendError as err:
@@ -126,7 +149,7 @@ async def open_upstream(
                 waited += time.monotonic() - sent
                 on_failure(replica, err)
                 last = err
-                if err.retryable:
+                if err.retryable and not final:
                     continue
                 break
             except BaseException:
@@ -141,13 +164,13 @@ async def open_upstream(
                 first_at=time.monotonic(),
                 failed_time=waited,
                 attempts=len(tried),
-                _tokenize=tokenize,
+                prompt_tokens=tokens,
+                announced=final and on_final is not None,
             )
-            tokenize = None  # the Upstream owns it now
+            tokens = PromptTokens()  # the Upstream owns it now
             return upstream
     finally:
-        if tokenize is not None:
-            tokenize.cancel()
+        tokens.cancel()
     if last is not None:
         raise from_backend_error(
             last, tokens_sent=0, deadline_passed=ctx.deadline_passed(), chat=prepared.chat

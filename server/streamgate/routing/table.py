@@ -34,6 +34,11 @@ class Route:
         """The replica for the next attempt (None: no healthy one left)."""
         return self.picker.pick(self.replicas, frozenset(exclude))
 
+    def has_alternative(self, exclude: Iterable[Replica]) -> bool:
+        """Another healthy replica than those in `exclude` is there to try."""
+        excluded = frozenset(exclude)
+        return any(r.healthy and r not in excluded for r in self.replicas)
+
     @property
     def healthy(self) -> bool:
         """At least one replica is healthy."""
