@@ -14,7 +14,6 @@ stays fast and each command works without the others' dependencies.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import dataclasses
 import io
@@ -25,7 +24,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, get_args
 
-from streamgate import __version__
+from streamgate import __version__, eventloop
 from streamgate.engine.config import Dtype, EngineConfig, Quantize
 
 if TYPE_CHECKING:
@@ -151,7 +150,7 @@ def _run_engine(args: argparse.Namespace) -> int:
     from streamgate.engine.server import serve
 
     try:
-        asyncio.run(serve(_engine_config(args)))
+        eventloop.run(serve(_engine_config(args)))
     except (ModelConfigError, OSError) as err:  # a bad model, or the port is taken
         print(f"streamgate engine: {err}", file=sys.stderr)
         return 2
@@ -223,7 +222,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         print(f"streamgate serve: the gateway is not available: {err}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(serve(load_config(args.config)))
+        eventloop.run(serve(load_config(args.config)))
     except KeyboardInterrupt:  # Ctrl-C before the gateway took over SIGINT: a requested stop
         return 0
     except (ConfigError, EmbeddedEngineError, OSError) as err:  # e.g. a bad config, port taken

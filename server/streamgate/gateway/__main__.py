@@ -7,10 +7,10 @@ that cannot start (port taken, embedded engine failed).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Sequence
 
+from streamgate import eventloop
 from streamgate.config import ConfigError, load_config
 from streamgate.gateway.app import serve
 from streamgate.gateway.embedded import EmbeddedEngineError
@@ -27,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
-        asyncio.run(serve(config))
+        eventloop.run(serve(config))
     except (ConfigError, EmbeddedEngineError, OSError) as err:
         print(f"streamgate gateway: {err}", file=sys.stderr)
         return 2
