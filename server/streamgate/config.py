@@ -40,6 +40,9 @@ from pydantic import (
 __all__ = [
     "EMBEDDED_BACKEND",
     "ENV_PREFIX",
+    "AdmissionConfig",
+    "ApiKeyConfig",
+    "AuthConfig",
     "BackendConfig",
     "ConfigError",
     "EmbeddedConfig",
@@ -49,7 +52,10 @@ __all__ = [
     "ListenConfig",
     "LoggingConfig",
     "MetricsConfig",
+    "QuotaConfig",
     "RouteConfig",
+    "TLSConfig",
+    "TenantConfig",
     "load_config",
 ]
 
@@ -99,6 +105,46 @@ class KeepaliveConfig(_Section):
     """Abusive pings tolerated before GOAWAY (grpc.http2.max_ping_strikes); 0: unlimited."""
 
 
+def _readable_file(value: Path, info: ValidationInfo) -> Path:
+    """`value` resolved against the config file's directory; it must be readable."""
+    base = (info.context or {}).get("base_dir") or Path.cwd()
+    path = Path(base) / value.expanduser()
+    try:
+        path.read_bytes()
+    except OSError as err:
+        raise ValueError(f"cannot read {path}: {err.strerror or err}") from None
+    return path
+
+
+ReadableFile = Annotated[Path, AfterValidator(_readable_file)]
+
+
+class TLSConfig(_Section):
+    """TLS for the gRPC port; with `client_ca_file`, mutual TLS."""
+
+    cert_file: ReadableFile
+    """The server's certificate chain (PEM)."""
+    key_file: ReadableFile
+    """Its private key (PEM)."""
+    client_ca_file: ReadableFile | None = None
+    """CA certificates (PEM) that client certificates must chain to."""
+    require_client_cert: bool | None = None
+    """Refuse clients without a valid certificate; default: true when client_ca_file is set."""
+
+    @model_validator(mode="after")
+    def _ca_for_client_certs(self) -> Self:
+        if self.require_client_cert and self.client_ca_file is None:
+            raise ValueError("require_client_cert needs client_ca_file")
+        return self
+
+    @property
+    def mutual(self) -> bool:
+        """Client certificates are required."""
+        if self.require_client_cert is None:
+            return self.client_ca_file is not None
+        return self.require_client_cert
+
+
 class ListenConfig(_Section):
     """Where and how the gRPC server listens."""
 
@@ -110,6 +156,8 @@ class ListenConfig(_Section):
     max_concurrent_streams: Annotated[int, Field(ge=1)] = 1024
     """HTTP/2 streams (calls) per client connection (grpc.max_concurrent_streams)."""
     keepalive: KeepaliveConfig = Field(default_factory=KeepaliveConfig)
+    tls: TLSConfig | None = None
+    """null: plaintext (local use)."""
 
 
 class BackendConfig(_Section):
@@ -210,6 +258,83 @@ class LimitsConfig(_Section):
     max_cache_ttl_seconds: Annotated[int, Field(ge=0)] = 86400
 
 
+PositiveInt = Annotated[int, Field(ge=1)]
+Priority = Annotated[int, Field(ge=0, le=9)]
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class QuotaConfig(_Section):
+    """Rate limits of a tenant or of one key; null: no limit."""
+
+    requests_per_minute: PositiveInt | None = None
+    tokens_per_minute: PositiveInt | None = None
+    """Prompt + generated tokens. A request reserves its prompt and max_new_tokens up front and
+    is settled with its real usage when it ends."""
+    max_concurrent_streams: PositiveInt | None = None
+
+
+class ApiKeyConfig(_Section):
+    """One API key of a tenant. Only its SHA-256 is kept: from the config (`sha256`, see
+    `streamgate hash-key`) or from an environment variable holding the key (`key_env`)."""
+
+    name: Name
+    """Shown in logs and metrics instead of the key."""
+    sha256: str | None = None
+    key_env: str | None = None
+    limits: QuotaConfig = Field(default_factory=QuotaConfig)
+    """Limits of this key alone, on top of its tenant's."""
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, value: str | None) -> str | None:
+        if value is not None and not _SHA256.match(value.lower()):
+            raise ValueError("must be 64 hex digits (streamgate hash-key prints it)")
+        return None if value is None else value.lower()
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if (self.sha256 is None) == (self.key_env is None):
+            raise ValueError("set exactly one of sha256 and key_env")
+        return self
+
+
+class TenantConfig(_Section):
+    """A tenant: who may call what, how much, and how urgently."""
+
+    name: Name
+    keys: list[ApiKeyConfig] = []
+    routes: list[str] = ["*"]
+    """Routes the tenant may use ("*": all)."""
+    priority: Priority = 5
+    """Place in the admission queue: higher goes first (0-9)."""
+    allow_priority_header: bool = False
+    """Requests may set their own priority with `x-priority` (0 to `priority`)."""
+    cache_namespace: Name | None = None
+    """Tenants sharing a namespace share cached responses; default: the tenant's own."""
+    admin: bool = False
+    """May call the admin API."""
+    limits: QuotaConfig = Field(default_factory=QuotaConfig)
+
+
+class AuthConfig(_Section):
+    """API keys (`authorization: Bearer <key>`). Off: every call is tenant `default`."""
+
+    enabled: bool = False
+    keys_file: ReadableFile | None = None
+    """A YAML list of more keys, each `{tenant, name, sha256}`, kept apart from the config."""
+
+
+class AdmissionConfig(_Section):
+    """The gateway-wide bound on upstream streams and the queue in front of it."""
+
+    max_active_streams: PositiveInt = 256
+    """Streams to backends at once; more requests wait in the queue."""
+    max_queued: Annotated[int, Field(ge=0)] = 1024
+    """Requests waiting at once; beyond it: RESOURCE_EXHAUSTED (QUEUE_FULL)."""
+    max_queue_wait_seconds: Seconds = 30.0
+    """Longest wait (the caller's deadline may cut it shorter): RESOURCE_EXHAUSTED."""
+
+
 class LoggingConfig(_Section):
     """structlog output on stderr: one line per request, plus events."""
 
@@ -270,6 +395,10 @@ class GatewayConfig(_Section):
     logging: LoggingConfig = Field(default_factory=lambda: LoggingConfig.model_validate({}))
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     embedded: EmbeddedConfig = Field(default_factory=EmbeddedConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    tenants: list[TenantConfig] = []
+    """Without auth, the tenant named `default` (if any) applies to every call."""
+    admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
 
     @property
     def uses_embedded_engine(self) -> bool:
@@ -306,6 +435,8 @@ class GatewayConfig(_Section):
         for kind, names in (
             ("backends", [b.name for b in self.backends]),
             ("routes", [r.name for r in self.routes]),
+            ("tenants", [t.name for t in self.tenants]),
+            ("keys", [f"{t.name}/{k.name}" for t in self.tenants for k in t.keys]),
         ):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
@@ -326,6 +457,10 @@ class GatewayConfig(_Section):
                 f"default_route: unknown route '{self.default_route}' "
                 f"(routes: {', '.join(route_names)})"
             )
+        for i, tenant in enumerate(self.tenants):
+            for name in tenant.routes:
+                if name != "*" and name not in route_names:
+                    problems.append(f"tenants[{i}].routes: unknown route '{name}'")
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -450,7 +585,7 @@ def _set_path(data: dict[str, Any], keys: list[str], value: Any, var: str) -> tu
 
 
 def _is_list_field(location: list[str | int]) -> bool:
-    return len(location) == 1 and location[0] in ("backends", "routes")
+    return len(location) == 1 and location[0] in ("backends", "routes", "tenants")
 
 
 def _dotted(loc: tuple[str | int, ...]) -> str:
