@@ -48,6 +48,7 @@ __all__ = [
     "EmbeddedConfig",
     "GatewayConfig",
     "KeepaliveConfig",
+    "KeyFileEntry",
     "LimitsConfig",
     "ListenConfig",
     "LoggingConfig",
@@ -298,6 +299,12 @@ class ApiKeyConfig(_Section):
         return self
 
 
+class KeyFileEntry(ApiKeyConfig):
+    """One entry of `auth.keys_file`: a key and the tenant it belongs to."""
+
+    tenant: Name
+
+
 class TenantConfig(_Section):
     """A tenant: who may call what, how much, and how urgently."""
 
@@ -321,7 +328,8 @@ class AuthConfig(_Section):
 
     enabled: bool = False
     keys_file: ReadableFile | None = None
-    """A YAML list of more keys, each `{tenant, name, sha256}`, kept apart from the config."""
+    """A YAML list of more keys, each `{tenant, name, sha256 or key_env, limits}`, kept apart
+    from the config."""
 
 
 class AdmissionConfig(_Section):

@@ -269,6 +269,8 @@ class RpcFailure:
     violations: list[tuple[str, str]]
     retry_delay: float | None
     trailing: dict[str, str]
+    quota: list[tuple[str, str]] = field(default_factory=list)
+    """QuotaFailure violations: (subject, description)."""
 
 
 def failure(err: grpc.RpcError) -> RpcFailure:
@@ -277,6 +279,7 @@ def failure(err: grpc.RpcError) -> RpcFailure:
     trailing = {k: v for k, v in (err.trailing_metadata() or ())}
     raw = trailing.get("grpc-status-details-bin")
     reason, metadata, violations, retry = "", {}, [], None
+    quota: list[tuple[str, str]] = []
     if raw is not None:
         status = status_pb2.Status.FromString(raw)
         assert status.code == err.code().value[0]
@@ -294,8 +297,14 @@ def failure(err: grpc.RpcError) -> RpcFailure:
                 info_retry = error_details_pb2.RetryInfo()
                 packed.Unpack(info_retry)
                 retry = info_retry.retry_delay.ToTimedelta().total_seconds()
+            elif packed.Is(error_details_pb2.QuotaFailure.DESCRIPTOR):
+                info_quota = error_details_pb2.QuotaFailure()
+                packed.Unpack(info_quota)
+                quota = [(v.subject, v.description) for v in info_quota.violations]
     text = {k: v for k, v in trailing.items() if isinstance(v, str)}
-    return RpcFailure(err.code(), err.details() or "", reason, metadata, violations, retry, text)
+    return RpcFailure(
+        err.code(), err.details() or "", reason, metadata, violations, retry, text, quota
+    )
 
 
 @dataclass

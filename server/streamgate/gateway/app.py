@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 
+from streamgate.admission import AdmissionQueue
 from streamgate.api.v1 import generation_pb2 as pb
 from streamgate.api.v1 import generation_pb2_grpc as pb_grpc
 from streamgate.backends import TGIBackend
@@ -40,6 +41,7 @@ from streamgate.gateway.service import GenerationService, ServiceSettings
 from streamgate.routing import Replica, Route, RouteTable
 from streamgate.telemetry.logging import configure_logging, get_logger
 from streamgate.telemetry.metrics import GatewayMetrics, MetricsServer
+from streamgate.tenancy import Tenancy
 
 __all__ = ["GENERATION_SERVICE", "HEALTH_SERVICE", "RunningGateway", "serve", "start_gateway"]
 
@@ -155,6 +157,7 @@ async def start_gateway(config: GatewayConfig) -> RunningGateway:
 
 async def _start(config: GatewayConfig, stack: AsyncExitStack) -> RunningGateway:
     templates = _templates(config)
+    tenancy = Tenancy.from_config(config)
     backends = list(config.backends)
     if config.uses_embedded_engine:
         engine = EmbeddedEngine(config.embedded)
@@ -198,11 +201,18 @@ async def _start(config: GatewayConfig, stack: AsyncExitStack) -> RunningGateway
         log.warning("no backend is healthy yet", backends=[b.name for b in backends])
 
     calls = CallRegistry()
+    admission = config.admission
+    queue = AdmissionQueue(
+        admission.max_active_streams, admission.max_queued, admission.max_queue_wait_seconds
+    )
+    metrics.watch_queue(lambda: queue.queued, lambda: queue.active)
     service = GenerationService(
         routes,
         templates,
         ServiceSettings.from_config(config),
         calls,
+        tenancy,
+        queue,
         metrics,
         on_backend_failure=monitor.check_soon,
     )

@@ -17,7 +17,7 @@ __all__ = ["RequestContext", "RequestStats"]
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 # Metadata the pipeline reads itself; other `x-*` keys are free labels (for logs and, later,
 # routing rules).
-_KNOWN_KEYS = frozenset({"x-request-id", "x-route"})
+_KNOWN_KEYS = frozenset({"x-request-id", "x-route", "x-priority"})
 
 
 @dataclass
@@ -32,6 +32,13 @@ class RequestStats:
     output_tokens: int = 0
     """Tokens delivered to the client (written in Deltas)."""
     finish_reason: str = ""
+    tenant: str = ""
+    key: str = ""
+    """The API key's name (`tenant/name`), never the key."""
+    queue_seconds: float = 0.0
+    """Time spent waiting for an upstream slot."""
+    received_tokens: int = 0
+    """Tokens received from the backend (delivered or not: a cancelled stream's too)."""
     first_token_at: float | None = None
     """time.monotonic() when the first Delta was handed to gRPC."""
     backend_wait: float = 0.0
@@ -54,8 +61,14 @@ class RequestContext:
     """time.monotonic() at which the caller's deadline passes (None: no deadline)."""
     route_hint: str = ""
     """`x-route` metadata: the route when the request's `model` is empty."""
+    authorization: str = field(default="", repr=False)
+    """`authorization` metadata (holds the API key: never logged)."""
+    priority_hint: str = ""
+    """`x-priority` metadata (used only when the tenant allows it)."""
     labels: dict[str, str] = field(default_factory=dict)
     stats: RequestStats = field(default_factory=RequestStats)
+    trailing: list[tuple[str, str]] = field(default_factory=list)
+    """Trailing metadata of the call, whatever its status (remaining quota)."""
 
     @classmethod
     def from_grpc(cls, context: grpc.aio.ServicerContext[Any, Any], method: str) -> RequestContext:
@@ -74,6 +87,8 @@ class RequestContext:
             started=now,
             deadline=None if remaining is None else now + remaining,
             route_hint=metadata.get("x-route", ""),
+            authorization=metadata.get("authorization", ""),
+            priority_hint=metadata.get("x-priority", ""),
             labels=labels,
         )
 

@@ -31,6 +31,7 @@ from streamgate.backends import BackendError
 
 __all__ = [
     "DOMAIN",
+    "NO_RETRY",
     "GatewayError",
     "Reason",
     "RichStatus",
@@ -42,6 +43,8 @@ __all__ = [
 DOMAIN = "streamgate.dev"
 # Clients that honour RetryInfo wait this long before trying again.
 _RETRY_AFTER_SECONDS = 1.0
+NO_RETRY = -1.0
+"""`retry_after` of an error that retrying cannot fix: no RetryInfo."""
 
 
 class Reason(StrEnum):
@@ -69,6 +72,23 @@ class Reason(StrEnum):
     """The backend sent nothing for its idle timeout."""
     BACKEND_GENERATION_FAILED = "BACKEND_GENERATION_FAILED"
     INTERNAL_ERROR = "INTERNAL_ERROR"
+    API_KEY_MISSING = "API_KEY_MISSING"
+    """No `authorization: Bearer <key>` metadata (UNAUTHENTICATED)."""
+    API_KEY_INVALID = "API_KEY_INVALID"
+    """An unknown key (UNAUTHENTICATED)."""
+    ROUTE_NOT_ALLOWED = "ROUTE_NOT_ALLOWED"
+    """The tenant may not use the route, whether it exists or not (PERMISSION_DENIED)."""
+    NOT_ADMIN = "NOT_ADMIN"
+    """An admin call with a key without admin rights (PERMISSION_DENIED)."""
+    RATE_LIMITED = "RATE_LIMITED"
+    """A requests or tokens per minute limit (QuotaFailure says which)."""
+    TOO_MANY_STREAMS = "TOO_MANY_STREAMS"
+    """The tenant's (or key's) concurrent streams limit."""
+    REQUEST_OVER_QUOTA = "REQUEST_OVER_QUOTA"
+    """The request alone reserves more tokens than the per-minute limit: it can never pass."""
+    QUEUE_FULL = "QUEUE_FULL"
+    QUEUE_TIMEOUT = "QUEUE_TIMEOUT"
+    """Waited the longest queue time (or the caller's deadline) for an upstream slot."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +114,9 @@ class GatewayError(Exception):
         tokens_sent: tokens the client received before the failure, when a stream was under
             way (goes into ErrorInfo metadata).
         backend: the backend involved, if any.
+        retry_after: RetryInfo's delay in seconds (RESOURCE_EXHAUSTED and UNAVAILABLE; default
+            1 s); `NO_RETRY` leaves RetryInfo out (retrying cannot help).
+        quota_violations: QuotaFailure entries, (subject, description).
     """
 
     def __init__(
@@ -106,6 +129,8 @@ class GatewayError(Exception):
         metadata: Mapping[str, str] | None = None,
         tokens_sent: int | None = None,
         backend: str | None = None,
+        retry_after: float = _RETRY_AFTER_SECONDS,
+        quota_violations: Iterable[tuple[str, str]] = (),
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -115,6 +140,8 @@ class GatewayError(Exception):
         self.metadata = dict(metadata or {})
         self.tokens_sent = tokens_sent
         self.backend = backend
+        self.retry_after = retry_after
+        self.quota_violations = tuple(quota_violations)
 
     def __repr__(self) -> str:
         return f"GatewayError({self.code.name}, {self.reason.value}, {self.message!r})"
@@ -126,8 +153,9 @@ class GatewayError(Exception):
         route: str | None = None,
         backend: str | None = None,
         tokens_sent: int | None = None,
+        trailing: Iterable[tuple[str, str]] = (),
     ) -> grpc.Status:
-        """The call's status; `x-request-id` is in the trailing metadata too."""
+        """The call's status; `x-request-id` and `trailing` are in the trailing metadata too."""
         backend = self.backend or backend
         tokens = self.tokens_sent if self.tokens_sent is not None else tokens_sent
         meta = {"request_id": request_id}
@@ -150,9 +178,18 @@ class GatewayError(Exception):
                     ]
                 )
             )
-        if self.code in _RETRY_CODES:
+        if self.quota_violations:
+            details.append(
+                error_details_pb2.QuotaFailure(
+                    violations=[
+                        error_details_pb2.QuotaFailure.Violation(subject=s, description=d)
+                        for s, d in self.quota_violations
+                    ]
+                )
+            )
+        if self.code in _RETRY_CODES and self.retry_after != NO_RETRY:
             delay = duration_pb2.Duration()
-            delay.FromTimedelta(datetime.timedelta(seconds=_RETRY_AFTER_SECONDS))
+            delay.FromTimedelta(datetime.timedelta(seconds=self.retry_after))
             details.append(error_details_pb2.RetryInfo(retry_delay=delay))
         proto = status_pb2.Status(code=self.code.value[0], message=self.message)
         for detail in details:
@@ -163,7 +200,11 @@ class GatewayError(Exception):
         return RichStatus(
             code=status.code,
             details=status.details,
-            trailing_metadata=(*status.trailing_metadata, ("x-request-id", request_id)),
+            trailing_metadata=(
+                *status.trailing_metadata,
+                ("x-request-id", request_id),
+                *trailing,
+            ),
         )
 
 

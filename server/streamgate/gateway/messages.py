@@ -58,6 +58,7 @@ def end(
     *,
     prompt_tokens: int,
     completion_tokens: int,
+    queue: float,
     time_to_first_token: float,
     total: float,
     backend_time: float,
@@ -71,8 +72,7 @@ def end(
         finish_reason=finish_reason(details),
         usage=pb.Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens),
         timings=pb.Timings(
-            # No admission queue yet (rate limits and queues come with the admission stage).
-            queue_seconds=0.0,
+            queue_seconds=queue,
             time_to_first_token_seconds=time_to_first_token,
             total_seconds=total,
             gateway_overhead_seconds=max(total - backend_time, 0.0),

@@ -1,7 +1,8 @@
 """`streamgate.v1.GenerationService`: the request pipeline, stage by stage.
 
-context → route → prepare (validate, chat template) → upstream (pick, send, first token; retry
-elsewhere before it) → relay (Start, one Delta per backend event, End) → status, metrics, log.
+context → authenticate → route (authorized) → prepare (validate, chat template) → admit (quotas,
+upstream slot) → upstream (pick, send, first token; retry elsewhere before it) → relay (Start,
+one Delta per backend event, End) → settle quotas → status, metrics, log.
 
 Every call ends in exactly one place (`_run`), which maps what went wrong to a status with
 details (errors.py), records metrics and writes the request's log line.
@@ -17,11 +18,14 @@ from typing import Any, TypeVar
 
 import grpc
 
+from streamgate.admission import AdmissionQueue
 from streamgate.api.v1 import generation_pb2 as pb
 from streamgate.api.v1 import generation_pb2_grpc as pb_grpc
 from streamgate.backends import BackendError, StreamEvent
 from streamgate.config import GatewayConfig
 from streamgate.gateway import messages
+from streamgate.gateway.admit import admit, token_budget
+from streamgate.gateway.auth import authenticate, authorize, priority
 from streamgate.gateway.calls import ActiveCall, CallRegistry
 from streamgate.gateway.chat import ChatTemplate
 from streamgate.gateway.context import RequestContext
@@ -33,6 +37,7 @@ from streamgate.gateway.validate import GenerationRequest, RequestLimits
 from streamgate.routing import Replica, Route, RouteNotFound, RouteTable
 from streamgate.telemetry.logging import compact, get_logger
 from streamgate.telemetry.metrics import GatewayMetrics
+from streamgate.tenancy import Caller, Tenancy
 
 __all__ = ["GenerationService", "ServiceSettings"]
 
@@ -80,6 +85,8 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         templates: the chat template of each route, by route name.
         settings: limits and timeouts.
         calls: the registry of running calls (draining, shutdown).
+        tenancy: API keys and tenants.
+        queue: the admission queue in front of the upstream streams.
         metrics: where to record.
         on_backend_failure: told of every failed backend request (health re-checks).
     """
@@ -90,6 +97,8 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         templates: Mapping[str, ChatTemplate],
         settings: ServiceSettings,
         calls: CallRegistry,
+        tenancy: Tenancy,
+        queue: AdmissionQueue,
         metrics: GatewayMetrics,
         on_backend_failure: Callable[[Replica], None] | None = None,
     ) -> None:
@@ -97,6 +106,8 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         self._templates = dict(templates)
         self._settings = settings
         self._calls = calls
+        self._tenancy = tenancy
+        self._queue = queue
         self._metrics = metrics
         self._on_backend_failure = on_backend_failure
 
@@ -107,28 +118,47 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
     ) -> None:
         """Start, then one Delta per backend step, then End (see module doc)."""
         ctx = RequestContext.from_grpc(context, "GenerateStream")
-        await self._run(
-            ctx, context, request, lambda call: self._stream(request, context, ctx, call)
-        )
+
+        async def body(call: ActiveCall) -> None:
+            caller = self._caller(ctx)
+            route = self._route(request, ctx, caller)
+            prepared = self._prepare(request, route)
+            await self._admitted(
+                caller,
+                route,
+                prepared,
+                ctx,
+                lambda: self._stream(request, context, ctx, call, route, prepared),
+            )
+
+        await self._run(ctx, context, request, body)
 
     async def Generate(
         self, request: pb.GenerateRequest, context: UnaryContext
     ) -> pb.GenerateResponse:
         """The same pipeline, aggregated into one response."""
         ctx = RequestContext.from_grpc(context, "Generate")
-        return await self._run(
-            ctx, context, request, lambda call: self._unary(request, context, ctx)
-        )
+
+        async def body(call: ActiveCall) -> pb.GenerateResponse:
+            caller = self._caller(ctx)
+            route = self._route(request, ctx, caller)
+            prepared = self._prepare(request, route)
+            return await self._admitted(
+                caller, route, prepared, ctx, lambda: self._unary(context, ctx, route, prepared)
+            )
+
+        return await self._run(ctx, context, request, body)
 
     async def ListModels(
         self,
         request: pb.ListModelsRequest,
         context: grpc.aio.ServicerContext[pb.ListModelsRequest, pb.ListModelsResponse],
     ) -> pb.ListModelsResponse:
-        """The routes, their backends' model ids and limits."""
+        """The routes the caller may use, their backends' model ids and limits."""
         ctx = RequestContext.from_grpc(context, "ListModels")
 
         async def answer(call: ActiveCall) -> pb.ListModelsResponse:
+            caller = self._caller(ctx)
             models = [
                 pb.Model(
                     name=route.name,
@@ -138,6 +168,7 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
                     max_total_tokens=route.max_total_tokens or 0,
                 )
                 for route in self._routes
+                if caller.tenant.may_use(route.name)
             ]
             return pb.ListModelsResponse(models=models)
 
@@ -179,13 +210,20 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
             )
             raise
         except Exception:
-            log.exception("unexpected failure", request_id=ctx.request_id, method=ctx.method)
+            log.exception(
+                "unexpected failure",
+                request_id=ctx.request_id,
+                method=ctx.method,
+                tenant=ctx.stats.tenant,
+            )
             error = internal_error()
         finally:
             if generation:
                 self._metrics.active_streams.dec()
         if error is None:
             self._finish(ctx, request, "OK")
+            if ctx.trailing:
+                context.set_trailing_metadata(tuple(ctx.trailing))
             return result
         self._finish(ctx, request, error.code.name, error)
         status = error.to_status(
@@ -193,6 +231,7 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
             route=ctx.stats.route or None,
             backend=ctx.stats.backend or None,
             tokens_sent=ctx.stats.output_tokens if ctx.stats.backend else None,
+            trailing=ctx.trailing,
         )
         try:
             # Bounded: a client that reads nothing holds the status behind its unread
@@ -212,17 +251,26 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         """Metrics and the request's log line."""
         s = ctx.stats
         total = ctx.elapsed()
-        self._metrics.requests.labels(ctx.method, code).inc()
-        self._metrics.duration.labels(ctx.method, s.route).observe(total)
+        m = self._metrics
+        m.requests.labels(ctx.method, code).inc()
+        m.duration.labels(ctx.method, s.route).observe(total)
+        if s.tenant:
+            m.tenant_requests.labels(s.tenant, code).inc()
+        if error is not None and error.reason in _REJECTIONS:
+            m.rejections.labels(s.tenant, error.reason.value).inc()  # tenant "": unknown
         if s.backend:
-            self._metrics.overhead.labels(ctx.method).observe(max(total - s.backend_wait, 0.0))
-            self._metrics.tokens.labels("in", s.route).inc(s.input_tokens)
-            self._metrics.tokens.labels("out", s.route).inc(s.output_tokens)
+            m.overhead.labels(ctx.method).observe(max(total - s.backend_wait, 0.0))
+            m.tokens.labels("in", s.route).inc(s.input_tokens)
+            m.tokens.labels("out", s.route).inc(s.output_tokens)
+            m.tenant_tokens.labels(s.tenant, "in").inc(s.input_tokens)
+            m.tenant_tokens.labels(s.tenant, "out").inc(s.output_tokens)
         if request is None:
             return  # ListModels: not worth a line each
         fields: dict[str, Any] = {
             "request_id": ctx.request_id,
             "method": ctx.method,
+            "tenant": s.tenant,
+            "key": s.key,
             "code": code,
             "reason": error.reason.value if error is not None else None,
             "error": error.message if error is not None else None,
@@ -233,6 +281,7 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
             "input_tokens": s.input_tokens,
             "output_tokens": s.output_tokens,
             "finish_reason": s.finish_reason,
+            "queue_s": round(s.queue_seconds, 6) if s.queue_seconds else None,
             "ttft_s": round(s.first_token_at - ctx.started, 6) if s.first_token_at else None,
             "total_s": round(total, 6),
             "overhead_s": round(max(total - s.backend_wait, 0.0), 6) if s.backend else None,
@@ -250,9 +299,17 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
 
     # ---- shared stages -----------------------------------------------------------------------
 
-    def _route(self, request: GenerationRequest, ctx: RequestContext) -> Route:
+    def _caller(self, ctx: RequestContext) -> Caller:
+        caller = authenticate(ctx, self._tenancy)
+        ctx.stats.tenant = caller.tenant.name
+        ctx.stats.key = caller.key.label if caller.key is not None else ""
+        return caller
+
+    def _route(self, request: GenerationRequest, ctx: RequestContext, caller: Caller) -> Route:
+        name = request.model or ctx.route_hint
+        authorize(caller, name or self._routes.default)  # before the route's existence shows
         try:
-            route = self._routes.resolve(request.model or ctx.route_hint)
+            route = self._routes.resolve(name)
         except RouteNotFound as err:
             raise GatewayError(
                 grpc.StatusCode.NOT_FOUND,
@@ -280,6 +337,35 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
             limits,
             default_max_new_tokens=route.default_max_new_tokens,
         )
+
+    async def _admitted(
+        self,
+        caller: Caller,
+        route: Route,
+        prepared: PreparedRequest,
+        ctx: RequestContext,
+        run: Callable[[], Awaitable[_T]],
+    ) -> _T:
+        """Run `run` once admitted (quotas, then an upstream slot); settle the quotas after it
+        with the tokens really used, however it ended."""
+        budget = token_budget(prepared, route)
+        try:
+            admission = await admit(caller, ctx, budget.total, self._queue, priority(caller, ctx))
+        except GatewayError:
+            ctx.trailing.extend(_quota_metadata(caller))  # a refused caller learns its quota too
+            raise
+        s = ctx.stats
+        s.queue_seconds = admission.queue_seconds
+        self._metrics.queue_wait.observe(admission.queue_seconds)
+        try:
+            return await run()
+        finally:
+            # The prompt counts once the backend worked on it; its size, if not reported, is
+            # bounded by the reservation's estimate.
+            prompt = (s.input_tokens or budget.prompt) if s.received_tokens else 0
+            admission.finish(prompt + s.received_tokens)
+            ctx.trailing.extend(_quota_metadata(caller))
+            self._metrics.record_quota(caller.tenant.name, caller.tenant.quota.remaining())
 
     async def _open(
         self,
@@ -347,9 +433,9 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         context: StreamContext,
         ctx: RequestContext,
         call: ActiveCall,
+        route: Route,
+        prepared: PreparedRequest,
     ) -> None:
-        route = self._route(request, ctx)
-        prepared = self._prepare(request, route)
         preamble: asyncio.Task[None] | None = None
 
         def announce(replica: Replica, tokens: PromptTokens) -> None:
@@ -408,6 +494,7 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
                 last.details,
                 prompt_tokens=stats.input_tokens,
                 completion_tokens=stats.output_tokens,
+                queue=stats.queue_seconds,
                 time_to_first_token=(stats.first_token_at or now) - ctx.started,
                 total=now - ctx.started,
                 backend_time=stats.backend_wait,
@@ -429,6 +516,7 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
             if relay is not None:
                 stats.backend_wait = upstream.backend_time(relay.last_arrival)
                 await relay.close()
+            stats.received_tokens = upstream.stream.tokens_received
             upstream.close()
 
     async def _preamble(
@@ -472,10 +560,8 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
     # ---- Generate ----------------------------------------------------------------------------
 
     async def _unary(
-        self, request: pb.GenerateRequest, context: UnaryContext, ctx: RequestContext
+        self, context: UnaryContext, ctx: RequestContext, route: Route, prepared: PreparedRequest
     ) -> pb.GenerateResponse:
-        route = self._route(request, ctx)
-        prepared = self._prepare(request, route)
         upstream = await self._open(route, prepared, ctx, count_tokens=False)
         stats = ctx.stats
         events = [upstream.first]
@@ -487,6 +573,7 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
                 err, tokens_sent=0, deadline_passed=ctx.deadline_passed(), chat=prepared.chat
             ) from None
         finally:
+            stats.received_tokens = upstream.stream.tokens_received
             upstream.close()
         now = time.monotonic()  # the last event has just arrived
         stats.backend_wait = upstream.backend_time(now)
@@ -506,6 +593,7 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
                 details,
                 prompt_tokens=stats.input_tokens,
                 completion_tokens=len(events),
+                queue=stats.queue_seconds,
                 time_to_first_token=upstream.first_at - ctx.started,
                 total=now - ctx.started,
                 backend_time=stats.backend_wait,
@@ -515,6 +603,36 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
             response.tokens.extend(messages.token(e) for e in events)
         await context.send_initial_metadata(self._initial_metadata(ctx, upstream.replica, prepared))
         return response
+
+
+_REJECTIONS = frozenset(
+    {
+        Reason.API_KEY_MISSING,
+        Reason.API_KEY_INVALID,
+        Reason.ROUTE_NOT_ALLOWED,
+        Reason.RATE_LIMITED,
+        Reason.TOO_MANY_STREAMS,
+        Reason.REQUEST_OVER_QUOTA,
+        Reason.QUEUE_FULL,
+        Reason.QUEUE_TIMEOUT,
+    }
+)
+
+
+def _quota_metadata(caller: Caller) -> list[tuple[str, str]]:
+    """`x-ratelimit-*` trailing metadata: the tightest of the caller's quotas."""
+    left = [q.remaining() for q in caller.quotas]
+    out: list[tuple[str, str]] = []
+    requests = [r.requests for r in left if r.requests is not None]
+    if requests:
+        out.append(("x-ratelimit-remaining-requests", str(min(requests))))
+    tokens = [r.tokens for r in left if r.tokens is not None]
+    if tokens:
+        out.append(("x-ratelimit-remaining-tokens", str(min(tokens))))
+    resets = [r.tokens_reset_seconds for r in left if r.tokens_reset_seconds is not None]
+    if resets:
+        out.append(("x-ratelimit-reset-tokens", f"{max(resets):.3f}"))
+    return out
 
 
 async def _settle(task: asyncio.Task[None]) -> None:

@@ -2,10 +2,15 @@
 
 Names (all prefixed `streamgate_`): requests by method and code, time to first token and
 inter-token latency histograms, end-to-end duration, gateway overhead, tokens in and out,
-active streams, backend errors by kind, backend health, retries, merged events.
+active streams, backend errors by kind, backend health, retries, merged events; per tenant:
+requests, tokens, rejections by reason, remaining quota; the admission queue's length, active
+upstream streams and wait time.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
 
 from aiohttp import web
 from prometheus_client import (
@@ -18,7 +23,19 @@ from prometheus_client import (
     generate_latest,
 )
 
-__all__ = ["GatewayMetrics", "MetricsServer"]
+__all__ = ["GatewayMetrics", "MetricsServer", "QuotaLeft"]
+
+
+class QuotaLeft(Protocol):
+    """What is left of a quota (admission.QuotaRemaining)."""
+
+    @property
+    def requests(self) -> int | None: ...
+    @property
+    def tokens(self) -> int | None: ...
+    @property
+    def streams(self) -> int | None: ...
+
 
 # Latencies from sub-millisecond (gateway overhead, token gaps of a fast backend) to minutes.
 _LATENCY_BUCKETS = (
@@ -81,6 +98,49 @@ class GatewayMetrics:
             "Backend events merged into a Delta with others because the client read slower",
             registry=r,
         )
+        self.tenant_requests = Counter(
+            "streamgate_tenant_requests", "Finished generation calls by tenant and status code",
+            ["tenant", "code"], registry=r,
+        )  # fmt: skip
+        self.tenant_tokens = Counter(
+            "streamgate_tenant_tokens", "Prompt (in) and generated (out) tokens by tenant",
+            ["tenant", "direction"], registry=r,
+        )  # fmt: skip
+        self.rejections = Counter(
+            "streamgate_rejections",
+            "Calls refused by authentication, authorization, quotas or the admission queue",
+            ["tenant", "reason"], registry=r,
+        )  # fmt: skip
+        self.quota_remaining = Gauge(
+            "streamgate_quota_remaining",
+            "What is left of a tenant's limits (requests, tokens per minute; streams) after its "
+            "latest call", ["tenant", "kind"], registry=r,
+        )  # fmt: skip
+        self.queue_wait = Histogram(
+            "streamgate_queue_wait_seconds", "Time admitted calls waited for an upstream slot",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.queue_length = Gauge(
+            "streamgate_queue_length", "Calls waiting for an upstream slot", registry=r
+        )
+        self.upstream_streams = Gauge(
+            "streamgate_upstream_streams", "Admitted calls holding an upstream slot", registry=r
+        )
+
+    def watch_queue(self, queued: Callable[[], float], active: Callable[[], float]) -> None:
+        """Read the queue's length and active slots at every scrape."""
+        self.queue_length.set_function(queued)
+        self.upstream_streams.set_function(active)
+
+    def record_quota(self, tenant: str, left: QuotaLeft) -> None:
+        """What is left of `tenant`'s limits (limits it does not have are not shown)."""
+        for kind, value in (
+            ("requests", left.requests),
+            ("tokens", left.tokens),
+            ("streams", left.streams),
+        ):
+            if value is not None:
+                self.quota_remaining.labels(tenant, kind).set(value)
 
     def render(self) -> bytes:
         """The text exposition format."""
