@@ -122,7 +122,10 @@ class AdmissionQueue:
         self._queued += 1
         started = self._clock()
         try:
-            await asyncio.wait_for(asyncio.shield(waiter.future), bound)
+            # Not wait_for(): it returns the result when cancelled after the slot arrived,
+            # which would swallow the caller's cancellation.
+            async with asyncio.timeout(bound):
+                await waiter.future
         except BaseException as err:
             if waiter.future.done() and not waiter.future.cancelled():
                 # The slot was handed over just as the wait ended: pass it on.
@@ -146,7 +149,7 @@ class AdmissionQueue:
             )
         while self._heap:
             waiter = heapq.heappop(self._heap)
-            if waiter.gone:
+            if waiter.gone or waiter.future.done():  # done: cancelled, leaving on its next step
                 continue
             self._queued -= 1
             waiter.future.set_result(None)  # the slot changes hands: active stays the same
