@@ -250,6 +250,9 @@ def _add_connection_flags(p: argparse.ArgumentParser) -> None:
     )
     c.add_argument("--timeout", type=float, help="deadline of each call in seconds")
     c.add_argument("--tls", action="store_true", help="connect with TLS (system roots)")
+    c.add_argument("--ca-file", help="PEM certificates to trust (implies --tls)")
+    c.add_argument("--cert-file", help="client certificate for mutual TLS (PEM; implies --tls)")
+    c.add_argument("--key-file", help="the client certificate's private key (PEM)")
 
 
 def _add_generation_flags(p: argparse.ArgumentParser, *, stats_default: bool) -> None:
@@ -273,9 +276,21 @@ def _add_generation_flags(p: argparse.ArgumentParser, *, stats_default: bool) ->
 
 
 def _client(args: argparse.Namespace) -> Client:
-    from streamgate.client import Client
+    from streamgate.client import Client, tls_credentials
 
-    return Client(args.target, api_key=args.api_key or None, timeout=args.timeout, tls=args.tls)
+    credentials = None
+    if args.ca_file or args.cert_file or args.key_file:
+        try:
+            credentials = tls_credentials(args.ca_file, args.cert_file, args.key_file)
+        except (ValueError, OSError) as err:
+            raise SystemExit(f"streamgate {args.command}: {err}") from None
+    return Client(
+        args.target,
+        api_key=args.api_key or None,
+        timeout=args.timeout,
+        tls=args.tls,
+        credentials=credentials,
+    )
 
 
 def _generation_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -515,6 +530,35 @@ def _run_models(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- hash-key ----------------------------------------------------------------------------------
+
+
+def _hash_key_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "hash-key",
+        help="make an API key and print its sha256 for the config",
+        description="Print a new random API key (or hash the one read from stdin with --stdin) "
+        "and the sha256 to put in a tenant's keys. The gateway keeps only the hash.",
+    )
+    p.add_argument("--stdin", action="store_true", help="hash the key read from stdin")
+    p.set_defaults(func=_run_hash_key)
+
+
+def _run_hash_key(args: argparse.Namespace) -> int:
+    from streamgate.tenancy import hash_key, new_key
+
+    if args.stdin:
+        key = sys.stdin.readline().strip()
+        if not key:
+            print("streamgate hash-key: no key on stdin", file=sys.stderr)
+            return 2
+    else:
+        key = new_key()
+        print(f"key:    {key}")
+    print(f"sha256: {hash_key(key)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `streamgate` argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -531,6 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
     _models_parser(sub)
     _engine_parser(sub)
     _tiny_model_parser(sub)
+    _hash_key_parser(sub)
     return parser
 
 

@@ -88,6 +88,7 @@ __all__ = [
     "build_request",
     "error_from_rpc",
     "event_from_proto",
+    "tls_credentials",
 ]
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -716,6 +717,27 @@ class AsyncStream(AsyncIterator[StreamEvent]):
 
 
 # --- Clients ------------------------------------------------------------------------------------
+
+
+def tls_credentials(
+    ca_file: str | None = None, cert_file: str | None = None, key_file: str | None = None
+) -> grpc.ChannelCredentials:
+    """TLS credentials from PEM files: `ca_file` to trust (default: the system's roots), and a
+    client certificate and key for a gateway that requires mutual TLS."""
+    if (cert_file is None) != (key_file is None):
+        raise ValueError("a client certificate needs both cert_file and key_file")
+
+    def read(path: str | None) -> bytes | None:
+        if path is None:
+            return None
+        with open(path, "rb") as file:
+            return file.read()
+
+    return grpc.ssl_channel_credentials(
+        root_certificates=read(ca_file),
+        private_key=read(key_file),
+        certificate_chain=read(cert_file),
+    )
 
 
 class _ClientBase:

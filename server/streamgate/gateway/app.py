@@ -83,9 +83,19 @@ class RunningGateway:
     def try_it(self) -> str:
         """Two commands that stream a reply from this gateway, printed after the ready line."""
         method = "streamgate.v1.GenerationService/GenerateStream"
+        ours, theirs = "", "-plaintext"
+        tls = self.config.listen.tls
+        if tls is not None:
+            ours, theirs = " --ca-file CA.pem", "-cacert CA.pem"
+            if tls.mutual:
+                ours += " --cert-file CLIENT.pem --key-file CLIENT.key"
+                theirs += " -cert CLIENT.pem -key CLIENT.key"
+        if self.config.auth.enabled:
+            ours += " --api-key KEY"
+            theirs += " -H 'authorization: Bearer KEY'"
         return (
-            f"  try: streamgate generate --target {self.address} 'Hello'\n"
-            f'   or: grpcurl -plaintext -d \'{{"prompt": "Hello"}}\' {self.address} {method}'
+            f"  try: streamgate generate --target {self.address}{ours} 'Hello'\n"
+            f'   or: grpcurl {theirs} -d \'{{"prompt": "Hello"}}\' {self.address} {method}'
         )
 
     def hurry(self) -> None:

@@ -1,12 +1,13 @@
-"""The grpc.aio server with deliberate limits: message size, streams, keepalive."""
+"""The grpc.aio server with deliberate limits (message size, streams, keepalive) and, when
+configured, TLS or mutual TLS on its port."""
 
 from __future__ import annotations
 
 import grpc
 
-from streamgate.config import ListenConfig
+from streamgate.config import ListenConfig, TLSConfig
 
-__all__ = ["create_server", "listen", "server_options"]
+__all__ = ["create_server", "listen", "server_credentials", "server_options"]
 
 
 def server_options(config: ListenConfig) -> list[tuple[str, int]]:
@@ -40,13 +41,42 @@ def create_server(config: ListenConfig) -> grpc.aio.Server:
     return grpc.aio.server(options=server_options(config))
 
 
+def server_credentials(tls: TLSConfig) -> grpc.ServerCredentials:
+    """TLS credentials from the configured PEM files (read once, at start)."""
+    ca = tls.client_ca_file.read_bytes() if tls.client_ca_file is not None else None
+    return grpc.ssl_server_credentials(
+        [(tls.key_file.read_bytes(), tls.cert_file.read_bytes())],
+        root_certificates=ca,
+        require_client_auth=tls.mutual,
+    )
+
+
 def listen(server: grpc.aio.Server, config: ListenConfig) -> str:
-    """Bind the insecure port; returns `host:port` (the real port when 0 was asked)."""
+    """Bind the port (with TLS when configured); returns `host:port` (the real port when 0
+    was asked).
+
+    gRPC checks certificates and keys when the port is bound: a file that is not PEM, or a key
+    that does not match its certificate, fails here (OSError) rather than at the first call.
+    """
     host = f"[{config.host}]" if ":" in config.host else config.host
+    address = f"{host}:{config.port}"
     try:
-        port = server.add_insecure_port(f"{host}:{config.port}")
+        if config.tls is not None:
+            port = server.add_secure_port(address, server_credentials(config.tls))
+        else:
+            port = server.add_insecure_port(address)
     except RuntimeError as err:
-        raise OSError(f"cannot listen on {host}:{config.port}: {err}") from None
+        # gRPC reports bad credentials as a failure to bind: say what to check.
+        raise OSError(f"cannot listen on {address}{_tls_hint(config)}: {err}") from None
     if port == 0:
-        raise OSError(f"cannot listen on {host}:{config.port}")
+        raise OSError(f"cannot listen on {address}{_tls_hint(config)}")
     return f"{host}:{port}"
+
+
+def _tls_hint(config: ListenConfig) -> str:
+    if config.tls is None:
+        return ""
+    return (
+        f" with TLS (check that {config.tls.cert_file} and {config.tls.key_file} are a PEM "
+        "certificate chain and its private key)"
+    )
