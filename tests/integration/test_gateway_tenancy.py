@@ -7,7 +7,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -268,7 +267,14 @@ def queued(fake: Fake, gateways: Callable[..., Gateway]) -> Gateway:
                 "max_queued": 3,
                 "max_queue_wait_seconds": 2.0,
             },
-            "tenants": [{"name": "default", "allow_priority_header": True, "priority": 9}],
+            "tenants": [
+                {
+                    "name": "default",
+                    "allow_priority_header": True,
+                    "priority": 9,
+                    "limits": {"max_concurrent_streams": 50},
+                }
+            ],
         },
         name="queued",
     )
@@ -352,8 +358,8 @@ def test_a_bad_priority_is_invalid(queued: Gateway) -> None:
     assert err.violations[0][0] == "x-priority"
 
 
-def test_nothing_leaks_after_a_thousand_cancelled_calls(queued: Gateway, tmp_path: Path) -> None:
-    """Cancelled while queued, while waiting for the first token, and mid-stream."""
+def test_nothing_leaks_after_a_thousand_cancelled_calls(queued: Gateway) -> None:
+    """Cancelled while queued, while waiting for the first token, and mid-stream; failed."""
     stub = queued.stub()
     holder = hold_the_slot(queued)
     request = pb.GenerateStreamRequest(prompt="x", stopping=pb.StoppingCriteria(max_new_tokens=5))
@@ -369,10 +375,15 @@ def test_nothing_leaks_after_a_thousand_cancelled_calls(queued: Gateway, tmp_pat
         messages = iter(call)
         next(messages)
         call.cancel()
+    for mode in ("mode:error_mid_stream after=2", "mode:overloaded", "mode:drop after=1"):
+        for _ in range(10):  # failed calls
+            assert read_stream(stub.GenerateStream(pb.GenerateStreamRequest(prompt=mode))).error
     wait_for(
         lambda: queued.metrics()["streamgate_upstream_streams"] == 0 and queue_length(queued) == 0,
         "every slot and queue place to be released",
     )
+    # Every reservation was settled: all 50 of the tenant's streams are free again.
+    assert queued.metrics()['streamgate_quota_remaining{kind="streams",tenant="default"}'] == 50
     assert (
         queued.metrics()['streamgate_tenant_requests_total{code="CANCELLED",tenant="default"}'] > 0
     )
