@@ -1,4 +1,5 @@
-"""Real `streamgate engine` processes on loopback for the integration tests.
+"""Real `streamgate engine` processes on loopback for the integration tests, and the fixtures
+every gateway test module shares (the fake TGI, a pool of gateway processes).
 
 Each engine is started as `python -m streamgate engine --port 0 ...`; the fixture reads the URL the
 server prints once it listens, waits for /health, and terminates the process at the end. The
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_gateway_support import Fake, Gateway, gateway_pool, start_fake
 
 STARTUP_TIMEOUT = 180.0  # torch import and model load on a slow, shared CI machine
 STOP_TIMEOUT = 30.0
@@ -235,3 +237,19 @@ def start_engine(tmp_path: Path) -> Iterator[Callable[..., Engine]]:
 def wait() -> Callable[..., None]:
     """`wait(predicate, what, timeout=60)`: poll until true, fail after the timeout."""
     return wait_for
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fake]:
+    """The fault-injecting fake TGI (tests/fake_tgi.py), one process per test module."""
+    fake = start_fake(tmp_path_factory.mktemp("fake") / "fake.log")
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="module")
+def gateways(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Gateway]]:
+    """`gateways(config, name)` starts a gateway process; all stop at the end of the module
+    (modules that need a fresh gateway per test override this with a function-scoped one)."""
+    with gateway_pool(tmp_path_factory.mktemp("gateways")) as start:
+        yield start

@@ -41,13 +41,6 @@ def gateways(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
 
 
 @pytest.fixture(scope="module")
-def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fake]:
-    fake = start_fake(tmp_path_factory.mktemp("fake") / "fake.log")
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture(scope="module")
 def overloaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fake]:
     """A fake whose every stream is an in-stream `overloaded` error."""
     fake = start_fake(tmp_path_factory.mktemp("over") / "fake.log", "--mode", "overloaded")

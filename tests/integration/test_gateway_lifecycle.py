@@ -24,7 +24,6 @@ from test_gateway_support import (
     gateway_pool,
     pid_alive,
     read_stream,
-    start_fake,
     wait_for,
 )
 
@@ -37,13 +36,6 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 def gateways(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
     with gateway_pool(tmp_path) as start:
         yield start
-
-
-@pytest.fixture(scope="module")
-def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fake]:
-    fake = start_fake(tmp_path_factory.mktemp("fake") / "fake.log")
-    yield fake
-    fake.stop()
 
 
 def engine_pid(gateway: Gateway) -> int:

@@ -16,7 +16,6 @@ from test_gateway_support import (
     engine_backend,
     expect_failure,
     read_stream,
-    start_fake,
     start_gateway,
     wait_for,
 )
@@ -27,13 +26,6 @@ if TYPE_CHECKING:
     from conftest import Engine
 
 STEPS = 12
-
-
-@pytest.fixture(scope="module")
-def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fake]:
-    fake = start_fake(tmp_path_factory.mktemp("fake") / "fake.log")
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture(scope="module")

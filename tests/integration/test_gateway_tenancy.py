@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -17,9 +17,7 @@ from test_gateway_support import (
     engine_backend,
     expect_failure,
     failure,
-    gateway_pool,
     read_stream,
-    start_fake,
     wait_for,
 )
 
@@ -43,19 +41,6 @@ def bearer(key: str) -> tuple[tuple[str, str], ...]:
 
 def tenant(name: str, key: str, **settings: Any) -> dict[str, Any]:
     return {"name": name, "keys": [{"name": "main", "sha256": hash_key(key)}], **settings}
-
-
-@pytest.fixture(scope="module")
-def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fake]:
-    fake = start_fake(tmp_path_factory.mktemp("fake") / "fake.log")
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture(scope="module")
-def gateways(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Gateway]]:
-    with gateway_pool(tmp_path_factory.mktemp("gateways")) as start:
-        yield start
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import datetime
 import ipaddress
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +21,6 @@ from test_gateway_support import (
     Gateway,
     _env,
     engine_backend,
-    gateway_pool,
-    start_fake,
 )
 
 from streamgate.api.v1 import generation_pb2 as pb
@@ -105,19 +103,6 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         "stranger": other.issue("stranger", server=False),
         "other_ca": other,
     }
-
-
-@pytest.fixture(scope="module")
-def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fake]:
-    fake = start_fake(tmp_path_factory.mktemp("fake") / "fake.log")
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture(scope="module")
-def gateways(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Gateway]]:
-    with gateway_pool(tmp_path_factory.mktemp("gateways")) as start:
-        yield start
 
 
 def tls_gateway(
