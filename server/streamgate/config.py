@@ -53,6 +53,9 @@ __all__ = [
     "ListenConfig",
     "LoggingConfig",
     "MetricsConfig",
+    "PickerName",
+    "PoolConfig",
+    "PrefixConfig",
     "QuotaConfig",
     "RouteConfig",
     "TLSConfig",
@@ -196,11 +199,43 @@ class BackendConfig(_Section):
         return value.rstrip("/")
 
 
+PickerName = Literal["round_robin", "least_load", "power_of_two", "prefix_affinity"]
+
+
+class PrefixConfig(_Section):
+    """The prefix index of `prefix_affinity` pools (routing.prefix, routing.pickers)."""
+
+    block_bytes: Annotated[int, Field(ge=16, le=65536)] = 128
+    """Prompt bytes per hashed block (about 32 tokens of English)."""
+    max_blocks: Annotated[int, Field(ge=1, le=65536)] = 256
+    """Leading blocks of a prompt that are hashed and compared."""
+    max_blocks_per_replica: Annotated[int, Field(ge=1)] = 65536
+    """Block hashes remembered per replica (least recently used forgotten first)."""
+    balance_abs: Annotated[float, Field(ge=0)] = 32
+    balance_rel: Annotated[float, Field(ge=1)] = 1.5
+    """The pool is imbalanced (affinity yields to load) when the most and least loaded replicas
+    differ by more than balance_abs requests and by more than balance_rel times."""
+    min_match: Annotated[float, Field(ge=0, le=1)] = 0.3
+    """Share of a prompt's blocks a replica must have seen to be chosen for affinity."""
+
+
+class PoolConfig(_Section):
+    """A pool: replicas that serve the same model, and how one is picked."""
+
+    name: Name
+    backends: Annotated[list[Name], Field(min_length=1)]
+    picker: PickerName = "prefix_affinity"
+    prefix: PrefixConfig = Field(default_factory=PrefixConfig)
+
+
 class RouteConfig(_Section):
     """A route: the name clients put in `model`, served by a pool of backends."""
 
     name: Name
-    backends: Annotated[list[Name], Field(min_length=1)]
+    backends: Annotated[list[Name], Field(min_length=1)] | None = None
+    """The route's own pool (named after the route, picker prefix_affinity)..."""
+    pool: Name | None = None
+    """...or a pool of `pools`."""
     chat_template: str | None = None
     """HF chat_template (Jinja) for chat requests; default: a built-in ChatML template."""
     chat_template_file: Path | None = None
@@ -228,7 +263,14 @@ class RouteConfig(_Section):
     def _one_template(self) -> Self:
         if self.chat_template is not None and self.chat_template_file is not None:
             raise ValueError("set chat_template or chat_template_file, not both")
+        if (self.backends is None) == (self.pool is None):
+            raise ValueError("set backends or pool, not both")
         return self
+
+    @property
+    def pool_name(self) -> str:
+        """The route's pool."""
+        return self.pool or self.name
 
     def template_text(self) -> str | None:
         """The configured template (inline or read from its file), None for the default."""
@@ -395,6 +437,7 @@ class GatewayConfig(_Section):
 
     listen: ListenConfig = Field(default_factory=ListenConfig)
     backends: list[BackendConfig] = []
+    pools: list[PoolConfig] = []
     routes: list[RouteConfig] = []
     default_route: Name | None = None
     """The route of requests with an empty `model`; default: the first route."""
@@ -433,6 +476,15 @@ class GatewayConfig(_Section):
             )
         ]
 
+    def effective_pools(self) -> list[PoolConfig]:
+        """The pools: as configured, plus one per route that lists its own backends."""
+        own = [
+            PoolConfig(name=r.name, backends=r.backends)
+            for r in self.effective_routes()
+            if r.backends is not None
+        ]
+        return [*self.pools, *own]
+
     def effective_default_route(self) -> str:
         """The name of the default route."""
         return self.default_route or self.effective_routes()[0].name
@@ -443,6 +495,7 @@ class GatewayConfig(_Section):
         for kind, names in (
             ("backends", [b.name for b in self.backends]),
             ("routes", [r.name for r in self.routes]),
+            ("pools (named or a route's own)", [p.name for p in self.effective_pools()]),
             ("tenants", [t.name for t in self.tenants]),
             ("keys", [f"{t.name}/{k.name}" for t in self.tenants for k in t.keys]),
         ):
@@ -450,8 +503,15 @@ class GatewayConfig(_Section):
             if dupes:
                 problems.append(f"{kind}: duplicate names {', '.join(dupes)}")
         known = {b.name for b in self.backends} or {EMBEDDED_BACKEND}
+        pools = {p.name for p in self.pools}
+        for i, pool in enumerate(self.pools):
+            for name in pool.backends:
+                if name not in known:
+                    problems.append(f"pools[{i}].backends: unknown backend '{name}'")
         for i, route in enumerate(self.routes):
-            for name in route.backends:
+            if route.pool is not None and route.pool not in pools:
+                problems.append(f"routes[{i}].pool: unknown pool '{route.pool}'")
+            for name in route.backends or ():
                 if name not in known:
                     hint = (
                         ""
@@ -593,7 +653,7 @@ def _set_path(data: dict[str, Any], keys: list[str], value: Any, var: str) -> tu
 
 
 def _is_list_field(location: list[str | int]) -> bool:
-    return len(location) == 1 and location[0] in ("backends", "routes", "tenants")
+    return len(location) == 1 and location[0] in ("backends", "pools", "routes", "tenants")
 
 
 def _dotted(loc: tuple[str | int, ...]) -> str:

@@ -68,9 +68,10 @@ def test_stream_one_delta_per_step(gateway: Gateway, engine: Engine) -> None:
     start, end = result.start, result.end
     assert start is not None and end is not None
     assert start.request_id == "req-1"
-    assert (start.model, start.route, start.backend) == (
+    assert (start.model, start.route, start.pool, start.backend) == (
         engine.info()["model_id"],
         "tiny",
+        "tiny",  # the route's own pool
         "engine",
     )
     assert start.cache_status == pb.CACHE_STATUS_MISS
@@ -91,6 +92,7 @@ def test_stream_one_delta_per_step(gateway: Gateway, engine: Engine) -> None:
     assert result.initial_metadata == {
         "x-request-id": "req-1",
         "x-route": "tiny",
+        "x-pool": "tiny",
         "x-backend": "engine",
         "x-cache-status": "MISS",
     }

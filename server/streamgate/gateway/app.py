@@ -29,7 +29,13 @@ from streamgate.admission import AdmissionQueue
 from streamgate.api.v1 import generation_pb2 as pb
 from streamgate.api.v1 import generation_pb2_grpc as pb_grpc
 from streamgate.backends import TGIBackend
-from streamgate.config import EMBEDDED_BACKEND, BackendConfig, ConfigError, GatewayConfig
+from streamgate.config import (
+    EMBEDDED_BACKEND,
+    BackendConfig,
+    ConfigError,
+    GatewayConfig,
+    PoolConfig,
+)
 from streamgate.gateway.calls import ActiveCall, CallRegistry
 from streamgate.gateway.chat import DEFAULT_CHAT_TEMPLATE, ChatTemplate, TemplateSyntaxError
 from streamgate.gateway.embedded import EmbeddedEngine
@@ -38,7 +44,18 @@ from streamgate.gateway.health import HealthMonitor
 from streamgate.gateway.reflection import enable_reflection
 from streamgate.gateway.server import create_server, listen
 from streamgate.gateway.service import GenerationService, ServiceSettings
-from streamgate.routing import Replica, Route, RouteTable
+from streamgate.routing import (
+    LeastLoad,
+    Picker,
+    Pool,
+    PowerOfTwo,
+    PrefixAffinity,
+    PrefixIndex,
+    Replica,
+    RoundRobin,
+    Route,
+    RouteTable,
+)
 from streamgate.telemetry.logging import configure_logging, get_logger
 from streamgate.telemetry.metrics import GatewayMetrics, MetricsServer
 from streamgate.tenancy import Tenancy
@@ -178,11 +195,12 @@ async def _start(config: GatewayConfig, stack: AsyncExitStack) -> RunningGateway
     for replica in replicas.values():
         await replica.backend.start()
         stack.push_async_callback(replica.backend.close)
+    pools = {p.name: _pool(p, replicas) for p in config.effective_pools()}
     routes = RouteTable(
         [
             Route(
                 name=r.name,
-                replicas=tuple(replicas[name] for name in r.backends),
+                pool=pools[r.pool_name],
                 default_max_new_tokens=r.max_new_tokens,
             )
             for r in config.effective_routes()
@@ -265,6 +283,30 @@ def _replica(b: BackendConfig) -> Replica:
     # supports_tokenize False: never asked (None: probed by the first health check).
     tokenize = None if b.count_prompt_tokens else False
     return Replica(name=b.name, backend=backend, model_label=b.model, supports_tokenize=tokenize)
+
+
+def _pool(p: PoolConfig, replicas: Mapping[str, Replica]) -> Pool:
+    picker: Picker
+    if p.picker == "prefix_affinity":
+        picker = PrefixAffinity(
+            PrefixIndex(p.prefix.max_blocks_per_replica),
+            balance_abs=p.prefix.balance_abs,
+            balance_rel=p.prefix.balance_rel,
+            min_match=p.prefix.min_match,
+        )
+    elif p.picker == "round_robin":
+        picker = RoundRobin()
+    elif p.picker == "least_load":
+        picker = LeastLoad()
+    else:
+        picker = PowerOfTwo()
+    return Pool(
+        name=p.name,
+        replicas=tuple(replicas[name] for name in p.backends),
+        picker=picker,
+        block_bytes=p.prefix.block_bytes,
+        max_blocks=p.prefix.max_blocks,
+    )
 
 
 def _templates(config: GatewayConfig) -> Mapping[str, ChatTemplate]:

@@ -11,6 +11,8 @@ from typing import Any
 
 import grpc
 
+from streamgate.tenancy import Caller
+
 __all__ = ["RequestContext", "RequestStats"]
 
 # A caller's id is echoed in logs and headers: keep it short and printable.
@@ -25,6 +27,7 @@ class RequestStats:
     """What happened to one request; filled in as the pipeline runs."""
 
     route: str = ""
+    pool: str = ""
     backend: str = ""
     model: str = ""
     attempts: int = 0
@@ -66,6 +69,8 @@ class RequestContext:
     priority_hint: str = ""
     """`x-priority` metadata (used only when the tenant allows it)."""
     labels: dict[str, str] = field(default_factory=dict)
+    caller: Caller | None = None
+    """The tenant (and key) once authenticated."""
     stats: RequestStats = field(default_factory=RequestStats)
     trailing: list[tuple[str, str]] = field(default_factory=list)
     """Trailing metadata of the call, whatever its status (remaining quota)."""

@@ -275,6 +275,7 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
             "reason": error.reason.value if error is not None else None,
             "error": error.message if error is not None else None,
             "route": s.route,
+            "pool": s.pool,
             "backend": s.backend,
             "model": s.model,
             "attempts": s.attempts,
@@ -301,6 +302,7 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
 
     def _caller(self, ctx: RequestContext) -> Caller:
         caller = authenticate(ctx, self._tenancy)
+        ctx.caller = caller
         ctx.stats.tenant = caller.tenant.name
         ctx.stats.key = caller.key.label if caller.key is not None else ""
         return caller
@@ -376,6 +378,8 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         count_tokens: bool,
         on_final: Callable[[Replica, PromptTokens], None] | None = None,
     ) -> Upstream:
+        namespace = ctx.caller.tenant.cache_namespace if ctx.caller else ""
+        ctx.stats.pool = route.pool.name  # before open_upstream: Start may go out from within
         upstream = await open_upstream(
             route,
             prepared,
@@ -384,6 +388,7 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
             count_tokens=count_tokens,
             on_failure=self._backend_failed,
             on_final=on_final,
+            pick=route.pool.request(prepared.inputs, salt=f"{route.pool.name}\0{namespace}"),
         )
         if upstream.attempts > 1:
             self._metrics.retries.labels(route.name).inc()
@@ -406,6 +411,7 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
             request_id=ctx.request_id,
             model=replica.model_id,
             route=ctx.stats.route,
+            pool=ctx.stats.pool,
             backend=replica.name,
             cache_status=prepared.cache_status,
             input_tokens=input_tokens,
@@ -421,6 +427,7 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         return (
             ("x-request-id", ctx.request_id),
             ("x-route", ctx.stats.route),
+            ("x-pool", ctx.stats.pool),
             ("x-backend", replica.name),
             ("x-cache-status", cache),
         )

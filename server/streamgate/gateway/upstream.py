@@ -21,7 +21,7 @@ from streamgate.backends import BackendError, StreamEvent, TGIStream
 from streamgate.gateway.context import RequestContext
 from streamgate.gateway.errors import GatewayError, Reason, from_backend_error
 from streamgate.gateway.prepare import PreparedRequest
-from streamgate.routing import Replica, Route
+from streamgate.routing import PickRequest, Replica, Route
 
 __all__ = ["TOKENIZE_WAIT_SECONDS", "PromptTokens", "Upstream", "open_upstream"]
 
@@ -104,9 +104,11 @@ async def open_upstream(
     count_tokens: bool,
     on_failure: Callable[[Replica, BackendError], None],
     on_final: Callable[[Replica, PromptTokens], None] | None = None,
+    pick: PickRequest | None = None,
 ) -> Upstream:
     """Open a stream on a replica of `route` and wait for its first event.
 
+    `pick`: what the route's picker looks at (the prompt's prefix hashes).
     `count_tokens`: also ask the first replica's /tokenize for the prompt's token count.
     `on_failure`: told of every backend failure (metrics, health re-checks).
     `on_final`: told, right after the request is sent, when this replica is the last one that
@@ -122,7 +124,7 @@ async def open_upstream(
     last: BackendError | None = None
     try:
         while len(tried) < max_attempts:
-            replica = route.pick(exclude=tried)
+            replica = route.pick(pick, exclude=tried)
             if replica is None:
                 break
             tried.append(replica)

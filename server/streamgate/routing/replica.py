@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from streamgate.backends import BackendInfo, TGIBackend
 
-__all__ = ["Replica"]
+__all__ = ["BackendLoad", "Replica"]
+
+
+@dataclass
+class BackendLoad:
+    """The backend's own load gauges, scraped from its /metrics (TGI's names)."""
+
+    queue_size: float = 0.0
+    """`tgi_queue_size`: requests waiting for a batch."""
+    batch_size: float = 0.0
+    """`tgi_batch_current_size`: sequences in the running batch."""
+    batch_tokens_fraction: float = 0.0
+    """`tgi_batch_current_max_tokens / tgi_batch_max_total_tokens`: KV pressure, 0 to 1."""
+    scraped_at: float | None = None
+    """time.monotonic() of the last scrape (None: never)."""
 
 
 @dataclass(eq=False)
@@ -27,6 +41,14 @@ class Replica:
     """Requests of this gateway streaming from it now."""
     supports_tokenize: bool | None = None
     """Whether POST /tokenize exists (None: not probed yet)."""
+    gauges: BackendLoad = field(default_factory=BackendLoad)
+
+    def load(self) -> float:
+        """Requests on the backend: this gateway's in flight, or the backend's own count
+        (queue + batch, including other clients') when larger; the scraped gauges lag, the
+        in-flight count does not."""
+        g = self.gauges
+        return max(float(self.in_flight), g.queue_size + g.batch_size)
 
     @property
     def model_id(self) -> str:

@@ -1,11 +1,12 @@
-"""The route table: route name → its replicas and per-route settings."""
+"""The route table: route name → its pool and per-route settings."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from streamgate.routing.picker import LeastInFlightPicker
+from streamgate.routing.pickers import PickRequest
+from streamgate.routing.pool import Pool
 from streamgate.routing.replica import Replica
 
 __all__ = ["Route", "RouteNotFound", "RouteTable"]
@@ -22,27 +23,32 @@ class RouteNotFound(LookupError):
 
 @dataclass(eq=False)
 class Route:
-    """A route: the name clients put in `model` and the replicas that serve it."""
+    """A route: the name clients put in `model` and the pool that serves it."""
 
     name: str
-    replicas: tuple[Replica, ...]
+    pool: Pool
     default_max_new_tokens: int | None = None
     """max_new_tokens of requests that set none (None: the backend's default)."""
-    picker: LeastInFlightPicker = field(default_factory=LeastInFlightPicker)
 
-    def pick(self, exclude: Iterable[Replica] = ()) -> Replica | None:
+    @property
+    def replicas(self) -> tuple[Replica, ...]:
+        """The replicas of its pool."""
+        return self.pool.replicas
+
+    def pick(
+        self, request: PickRequest | None = None, exclude: Iterable[Replica] = ()
+    ) -> Replica | None:
         """The replica for the next attempt (None: no healthy one left)."""
-        return self.picker.pick(self.replicas, frozenset(exclude))
+        return self.pool.pick(request or PickRequest(), frozenset(exclude))
 
     def has_alternative(self, exclude: Iterable[Replica]) -> bool:
         """Another healthy replica than those in `exclude` is there to try."""
-        excluded = frozenset(exclude)
-        return any(r.healthy and r not in excluded for r in self.replicas)
+        return self.pool.has_alternative(exclude)
 
     @property
     def healthy(self) -> bool:
         """At least one replica is healthy."""
-        return any(r.healthy for r in self.replicas)
+        return self.pool.healthy
 
     def model_ids(self) -> list[str]:
         """The distinct model ids of its replicas, in replica order."""

@@ -427,6 +427,7 @@ class Start(_message.Message):
     CACHE_STATUS_FIELD_NUMBER: _builtins.int
     INPUT_TOKENS_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
+    POOL_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     model: _builtins.str
     """Model id reported by the backend."""
@@ -436,6 +437,8 @@ class Start(_message.Message):
     input_tokens: _builtins.int
     seed: _builtins.int
     """Seed used when sampling (set by the backend when the request gave none)."""
+    pool: _builtins.str
+    """The pool of replicas the route (or a routing rule) chose; `backend` is one of them."""
     def __init__(
         self,
         *,
@@ -446,10 +449,11 @@ class Start(_message.Message):
         cache_status: Global___CacheStatus.ValueType = ...,
         input_tokens: _builtins.int = ...,
         seed: _builtins.int | None = ...,
+        pool: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "seed", b"seed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "backend", b"backend", "cache_status", b"cache_status", "input_tokens", b"input_tokens", "model", b"model", "request_id", b"request_id", "route", b"route", "seed", b"seed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "backend", b"backend", "cache_status", b"cache_status", "input_tokens", b"input_tokens", "model", b"model", "pool", b"pool", "request_id", b"request_id", "route", b"route", "seed", b"seed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
     _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
