@@ -176,9 +176,10 @@ def test_a_request_larger_than_the_token_limit_can_never_pass(gateway: Gateway) 
 def test_tokens_per_minute_are_never_exceeded_by_racing_requests(gateway: Gateway) -> None:
     """50 concurrent calls, each reserving prompt + 50 new tokens, against 1,000 tokens a minute.
 
-    Exact bound: the usage settled by calls admitted within t seconds is at most the bucket's
-    capacity plus its refill, TPM_LIMIT * (1 + t / 60); a call is admitted only when its whole
-    reservation (an upper bound of its usage) is in the bucket.
+    Exact bound: from an idle bucket (no earlier reservation of this tenant is outstanding), the
+    usage settled by calls admitted within t seconds is at most the bucket's capacity plus its
+    refill, TPM_LIMIT * (1 + t / 60); a call is admitted only when its whole reservation (an
+    upper bound of its usage) is in the bucket.
     """
     request = pb.GenerateRequest(prompt="hi", stopping=pb.StoppingCriteria(max_new_tokens=50))
     stub = gateway.stub()

@@ -19,6 +19,7 @@ __all__ = ["AdmissionQueue", "QueueFull", "QueueTimeout", "Slot"]
 
 _EMA_WEIGHT = 0.2  # of the newest hold time in the moving average
 _MIN_RETRY = 0.05
+_COMPACT_SLACK = 64  # departed waiters tolerated in the heap before it is rebuilt
 
 
 class QueueFull(Exception):
@@ -40,7 +41,8 @@ class QueueTimeout(Exception):
 
 
 class Slot:
-    """A place among the active streams; `release()` is idempotent (use it in a `finally`)."""
+    """A granted place among the active streams; `release()` is idempotent (use it in a
+    `finally`)."""
 
     def __init__(self, queue: AdmissionQueue, waited: float) -> None:
         self._queue = queue
@@ -62,12 +64,13 @@ class _Waiter:
     rank: tuple[int, int]
     """(-priority, arrival): the smallest is served first."""
     future: asyncio.Future[None] = field(compare=False)
-    gone: bool = field(default=False, compare=False)
-    """Cancelled or timed out: skipped when found at the top of the heap."""
+    """Gets the slot (a result), or is cancelled when the waiter leaves: a done future found
+    in the heap is skipped."""
 
 
 class AdmissionQueue:
-    """See the module doc."""
+    """At most `max_active` slots at once; up to `max_queued` requests wait, highest priority
+    first, FIFO within a priority (see the module doc)."""
 
     def __init__(
         self,
@@ -88,7 +91,7 @@ class AdmissionQueue:
 
     @property
     def active(self) -> int:
-        """Slots held now."""
+        """Slots held now (a slot being handed to a waiter counts as held)."""
         return self._active
 
     @property
@@ -97,50 +100,62 @@ class AdmissionQueue:
         return self._queued
 
     def retry_after(self) -> float:
-        """A hint for RetryInfo: roughly when a slot frees for a newcomer."""
+        """A hint for RetryInfo: roughly when a slot frees for a newcomer (the mean hold time
+        times the waiters ahead per slot, within [0.05, max_wait]; 1.0 before any release)."""
         if self._mean_hold is None:
             return 1.0
         wait = self._mean_hold * (self._queued + 1) / self.max_active
         return min(max(wait, _MIN_RETRY), self.max_wait)
 
     async def acquire(self, priority: int, deadline_in: float | None = None) -> Slot:
-        """A slot, at once or after waiting. `deadline_in`: seconds left of the caller's
-        deadline (the wait ends at the earlier of it and `max_wait`).
+        """A slot, at once (one is free and nobody waits) or after waiting. `deadline_in`:
+        seconds left of the caller's deadline (the wait ends at the earlier of it and
+        `max_wait`).
 
-        Raises QueueFull, QueueTimeout; a cancelled wait leaves the queue at once.
+        Raises QueueFull at once, QueueTimeout when the wait ends; a cancelled wait leaves the
+        queue at once and holds nothing.
         """
-        if self._active < self.max_active and self._queued == 0:
+        # A free slot means nobody is waiting for it: a release hands its slot to the best
+        # live waiter first. (`queued` may still count a cancelled waiter that has not run yet,
+        # so it is not the test.)
+        if self._active < self.max_active:
             self._active += 1
             return Slot(self, 0.0)
         if self._queued >= self.max_queued:
             raise QueueFull(self._queued, self.retry_after())
         bound = self.max_wait if deadline_in is None else max(min(self.max_wait, deadline_in), 0)
-        waiter = _Waiter(
-            (-priority, next(self._arrivals)), asyncio.get_running_loop().create_future()
-        )
-        heapq.heappush(self._heap, waiter)
+        future = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._heap, _Waiter((-priority, next(self._arrivals)), future))
         self._queued += 1
         started = self._clock()
         try:
             # Not wait_for(): it returns the result when cancelled after the slot arrived,
             # which would swallow the caller's cancellation.
             async with asyncio.timeout(bound):
-                await waiter.future
+                await future
         except BaseException as err:
-            if waiter.future.done() and not waiter.future.cancelled():
+            if future.done() and not future.cancelled():
                 # The slot was handed over just as the wait ended: pass it on.
                 self._release(None)
             else:
-                waiter.future.cancel()
-                waiter.gone = True
+                future.cancel()
                 self._queued -= 1
+                self._compact()
             if isinstance(err, TimeoutError):
                 raise QueueTimeout(self._clock() - started, self.retry_after()) from None
             raise
         return Slot(self, self._clock() - started)
 
+    def _compact(self) -> None:
+        """Drop departed waiters once they outnumber the live ones: one deep in the heap (a low
+        priority under steady higher-priority traffic) may never reach the top."""
+        if len(self._heap) > 2 * self._queued + _COMPACT_SLACK:
+            self._heap = [w for w in self._heap if not w.future.done()]
+            heapq.heapify(self._heap)
+
     def _release(self, held: float | None) -> None:
-        """A slot is free: hand it to the best waiter, or count it free."""
+        """A slot is free: hand it to the best waiter, or count it free. `held`: how long it
+        was held (None: it only passed through a waiter that left)."""
         if held is not None:
             self._mean_hold = (
                 held
@@ -149,7 +164,7 @@ class AdmissionQueue:
             )
         while self._heap:
             waiter = heapq.heappop(self._heap)
-            if waiter.gone or waiter.future.done():  # done: cancelled, leaving on its next step
+            if waiter.future.done():  # cancelled: it left, or leaves on its next step
                 continue
             self._queued -= 1
             waiter.future.set_result(None)  # the slot changes hands: active stays the same

@@ -2,17 +2,14 @@
 
 A request reserves, on every quota it counts against, one request, an upper bound of its tokens
 and one stream, all or nothing; when it ends, `Reservation.settle(used)` gives back the unused
-tokens and the stream. Because a request passes only when its whole reservation is in the
-bucket, and the reservation bounds its usage, the usage settled by requests admitted during any
-interval of t seconds is at most tokens_per_minute * (1 + t / 60): the bucket's capacity plus
-its refill. Nothing here awaits: a reservation is atomic on the event loop.
+tokens and the stream. Nothing here awaits: a reservation is atomic on the event loop.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, fields
 from typing import Literal
 
 from streamgate.admission.buckets import TokenBucket
@@ -38,6 +35,13 @@ class QuotaLimits:
     tokens_per_minute: int | None = None
     max_concurrent_streams: int | None = None
 
+    def __post_init__(self) -> None:
+        # 0 would be ambiguous (no limit, or nothing allowed?): the config says null for none.
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None and value < 1:
+                raise ValueError(f"{f.name} must be None or at least 1, not {value}")
+
 
 @dataclass(frozen=True)
 class QuotaRemaining:
@@ -51,13 +55,14 @@ class QuotaRemaining:
 
 
 class QuotaExceeded(Exception):
-    """A request over a limit.
+    """A request over a limit; `str()` is "<subject>: <message>".
 
     Attributes:
         subject: whose limit ("tenant acme", "key acme/ci").
         kind: which limit.
         limit: its value.
-        retry_after: seconds until the request would pass (None: unknown, e.g. streams).
+        retry_after: seconds until the request would pass (None: unknown, e.g. streams, or
+            never).
         never: the request alone is larger than the limit; waiting cannot help.
     """
 
@@ -80,7 +85,7 @@ class QuotaExceeded(Exception):
 
 
 class Quota:
-    """The limits of one subject: a requests bucket, a tokens bucket, a count of streams."""
+    """The limits of one subject: a requests bucket, a tokens bucket, a count of open streams."""
 
     def __init__(
         self, subject: str, limits: QuotaLimits, clock: Callable[[], float] = time.monotonic
@@ -88,8 +93,8 @@ class Quota:
         self.subject = subject
         self.limits = limits
         rpm, tpm = limits.requests_per_minute, limits.tokens_per_minute
-        self._requests = TokenBucket(rpm, clock=clock) if rpm else None
-        self._tokens = TokenBucket(tpm, clock=clock) if tpm else None
+        self._requests = None if rpm is None else TokenBucket(rpm, clock=clock)
+        self._tokens = None if tpm is None else TokenBucket(tpm, clock=clock)
         self._streams = 0
 
     @property
@@ -108,42 +113,49 @@ class Quota:
             tokens_reset_seconds=None if tokens is None else tokens.seconds_to_full(),
         )
 
-    def _refusal(self, tokens: int) -> QuotaExceeded | None:
-        """Why a request of `tokens` cannot pass now (None: it can)."""
-        limits = self.limits
-        tpm = limits.tokens_per_minute
-        if tpm is not None and tokens > tpm:
-            return QuotaExceeded(
-                self.subject, "tokens", tpm,
-                f"this request reserves {tokens} tokens (prompt + max_new_tokens), more than "
-                f"the limit of {tpm} tokens per minute; lower max_new_tokens or the prompt",
-                never=True,
-            )  # fmt: skip
-        if self._requests is not None and limits.requests_per_minute is not None:
+    def _refusals(self, tokens: int) -> Iterator[QuotaExceeded]:
+        """Every limit a request of `tokens` tokens is over now (none: it passes)."""
+        rpm, tpm = self.limits.requests_per_minute, self.limits.tokens_per_minute
+        if self._requests is not None and rpm is not None:
             wait = self._requests.wait_time(1)
             if wait > 0:
-                return QuotaExceeded(
-                    self.subject, "requests", limits.requests_per_minute,
-                    f"requests per minute limit {limits.requests_per_minute} reached "
-                    f"(retry in {wait:.1f} s)",
+                yield QuotaExceeded(
+                    self.subject,
+                    "requests",
+                    rpm,
+                    f"requests per minute limit {rpm} reached (retry in {wait:.1f} s)",
                     retry_after=wait,
-                )  # fmt: skip
+                )
         if self._tokens is not None and tpm is not None:
             wait = self._tokens.wait_time(tokens)
-            if wait > 0:
+            if tokens > tpm:
+                yield QuotaExceeded(
+                    self.subject,
+                    "tokens",
+                    tpm,
+                    f"this request reserves {tokens} tokens (prompt + max_new_tokens), more "
+                    f"than the limit of {tpm} tokens per minute; lower max_new_tokens or the "
+                    "prompt",
+                    never=True,
+                )
+            elif wait > 0:
                 left = max(int(self._tokens.available()), 0)
-                return QuotaExceeded(
-                    self.subject, "tokens", tpm,
+                yield QuotaExceeded(
+                    self.subject,
+                    "tokens",
+                    tpm,
                     f"tokens per minute limit {tpm} reached; {left} tokens available, this "
                     f"request needs {tokens} (retry in {wait:.1f} s)",
                     retry_after=wait,
-                )  # fmt: skip
-        most = limits.max_concurrent_streams
+                )
+        most = self.limits.max_concurrent_streams
         if most is not None and self._streams >= most:
-            return QuotaExceeded(
-                self.subject, "streams", most, f"{most} concurrent streams already open"
+            yield QuotaExceeded(
+                self.subject,
+                "streams",
+                most,
+                f"concurrent streams limit {most} reached; retry when one of them ends",
             )
-        return None
 
     def _take(self, tokens: int) -> None:
         if self._requests is not None:
@@ -162,10 +174,10 @@ class Quota:
 
 
 class Reservation:
-    """What one request holds on its quotas: a request, `tokens` tokens and a stream each.
+    """What one request holds: 1 request, `tokens` tokens and one stream slot on each quota.
 
-    `settle(used_tokens)` gives back the unused tokens and the streams (requests are not given
-    back); idempotent, for a `finally`.
+    `settle(used_tokens)` ends it: idempotent, call it exactly once in a `finally`. The bound
+    it keeps is the one of `reserve`.
     """
 
     def __init__(self, quotas: Sequence[Quota], tokens: int) -> None:
@@ -179,7 +191,8 @@ class Reservation:
         return self._settled
 
     def settle(self, used_tokens: int) -> None:
-        """End the reservation with the tokens really used (more than reserved is charged)."""
+        """Give back `tokens - used_tokens` to each tokens bucket (charge the excess when more
+        was used) and the stream slots; requests are never given back. Later calls: no-op."""
         if self._settled:
             return
         self._settled = True
@@ -188,12 +201,23 @@ class Reservation:
 
 
 def reserve(quotas: Sequence[Quota], tokens: int) -> Reservation:
-    """Reserve a request of `tokens` tokens on every quota, or on none.
+    """Reserve one request, `tokens` tokens and one stream on every quota, or on none.
 
-    Raises QuotaExceeded: the first refusal that can never pass, else the one with the longest
-    wait (a streams refusal, whose wait is unknown, only when no bucket refuses).
+    Every quota is checked before any is taken from. Raises QuotaExceeded: a refusal that can
+    never pass (`never`) first, else the one with the longest `retry_after` (a streams
+    refusal, whose wait is unknown, only when no bucket refuses), the first of equals.
+
+    The bound, with C = tokens_per_minute and reservations that bound their usage: a request
+    passes only when its whole reservation is in the bucket, so the tokens used by the
+    requests admitted during any t seconds are at most C + C * t / 60 (the bucket's capacity
+    plus its refill) plus the unused tokens given back during those t seconds by requests
+    admitted before them. From an idle start (nothing reserved) the bound is exactly
+    C + C * t / 60. The extra term is real: a refund returns tokens taken from the bucket long
+    ago, after the bucket has refilled meanwhile.
     """
-    refusals = [r for r in (q._refusal(tokens) for q in quotas) if r is not None]
+    if tokens < 0:
+        raise ValueError(f"tokens must not be negative, not {tokens}")
+    refusals = [r for q in quotas for r in q._refusals(tokens)]
     if refusals:
         never = [r for r in refusals if r.never]
         if never:
