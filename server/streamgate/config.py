@@ -181,6 +181,8 @@ class BackendConfig(_Section):
     health_timeout_seconds: Seconds = 2.0
     health_interval_seconds: Seconds = 2.0
     """Time between two /health checks."""
+    load_interval_seconds: Seconds = 1.0
+    """Time between two reads of its /metrics load gauges (queue, batch) for the pickers."""
     count_prompt_tokens: bool = False
     """Ask POST /tokenize, in parallel with each generation, for Start.input_tokens. Off by
     default: it doubles the requests (and the tokenizing) a backend serves, which costs time to

@@ -218,19 +218,29 @@ def limited_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]
     _stop(eng)
 
 
-@pytest.fixture
-def start_engine(tmp_path: Path) -> Iterator[Callable[..., Engine]]:
-    """Start extra engines (`start_engine("--model", dir)`); each is stopped after the test."""
+def _engines(directory: Path) -> Iterator[Callable[..., Engine]]:
     started: list[Engine] = []
 
     def start(*args: str) -> Engine:
-        eng = _start(tmp_path / f"engine-{len(started)}.log", args)
+        eng = _start(directory / f"engine-{len(started)}.log", args)
         started.append(eng)
         return eng
 
     yield start
     for eng in started:
         _stop(eng)
+
+
+@pytest.fixture
+def start_engine(tmp_path: Path) -> Iterator[Callable[..., Engine]]:
+    """Start extra engines (`start_engine("--model", dir)`); each is stopped after the test."""
+    yield from _engines(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def module_engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Engine]]:
+    """Like `start_engine`, but the engines live until the end of the module."""
+    yield from _engines(tmp_path_factory.mktemp("engines"))
 
 
 @pytest.fixture(scope="session")

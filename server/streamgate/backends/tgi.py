@@ -23,7 +23,7 @@ import dataclasses
 import json
 import math
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Literal, Self
@@ -482,6 +482,20 @@ class TGIBackend:
         if not isinstance(tokens, list):
             raise self._error("protocol", f"POST /tokenize: not a list: {_excerpt(body)}")
         return len(tokens)
+
+    async def gauges(self, names: Collection[str]) -> dict[str, float]:
+        """`GET /metrics`: the values of the unlabelled gauges `names` that it has (Prometheus
+        text). Raises BackendError."""
+        status, body = await self._call("GET", "/metrics", None)
+        if status != 200:
+            raise self._status_error(status, body)
+        out: dict[str, float] = {}
+        for line in body.decode("utf-8", "replace").splitlines():
+            name, _, value = line.partition(" ")
+            if name in names:  # `name value [timestamp]`; labelled samples have `name{`
+                with contextlib.suppress(ValueError):
+                    out[name] = float(value.split(" ", 1)[0])
+        return out
 
     async def _call(self, method: str, path: str, body: object) -> tuple[int, bytes]:
         """One small request: (status, body), transport failures as BackendError."""

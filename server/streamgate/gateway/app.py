@@ -41,6 +41,7 @@ from streamgate.gateway.chat import DEFAULT_CHAT_TEMPLATE, ChatTemplate, Templat
 from streamgate.gateway.embedded import EmbeddedEngine
 from streamgate.gateway.errors import GatewayError, Reason
 from streamgate.gateway.health import HealthMonitor
+from streamgate.gateway.load import LoadMonitor
 from streamgate.gateway.reflection import enable_reflection
 from streamgate.gateway.server import create_server, listen
 from streamgate.gateway.service import GenerationService, ServiceSettings
@@ -225,6 +226,10 @@ async def _start(config: GatewayConfig, stack: AsyncExitStack) -> RunningGateway
     )
     stack.push_async_callback(monitor.stop)
     await monitor.check_all()
+    # One interval for all: the smallest configured (each scrape is one small GET).
+    interval = min(b.load_interval_seconds for b in backends)
+    load = LoadMonitor(list(replicas.values()), interval, metrics)
+    stack.push_async_callback(load.stop)
     if not monitor.serving:
         log.warning("no backend is healthy yet", backends=[b.name for b in backends])
 
@@ -252,6 +257,7 @@ async def _start(config: GatewayConfig, stack: AsyncExitStack) -> RunningGateway
     await server.start()
     stack.push_async_callback(server.stop, None)
     monitor.start()
+    load.start()
     log.info(
         "gateway started",
         address=address,

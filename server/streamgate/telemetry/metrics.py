@@ -90,6 +90,11 @@ class GatewayMetrics:
             "streamgate_backend_healthy", "1 if the backend's last health check passed",
             ["backend"], registry=r,
         )  # fmt: skip
+        self.backend_load = Gauge(
+            "streamgate_backend_load",
+            "Requests on the backend as its /metrics reports them (queue + running batch)",
+            ["backend"], registry=r,
+        )  # fmt: skip
         self.retries = Counter(
             "streamgate_retries", "Requests retried on another backend", ["route"], registry=r
         )
