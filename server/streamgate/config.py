@@ -44,6 +44,7 @@ __all__ = [
     "ApiKeyConfig",
     "AuthConfig",
     "BackendConfig",
+    "ConditionConfig",
     "ConfigError",
     "EmbeddedConfig",
     "GatewayConfig",
@@ -58,6 +59,8 @@ __all__ = [
     "PrefixConfig",
     "QuotaConfig",
     "RouteConfig",
+    "RuleConfig",
+    "SplitArm",
     "TLSConfig",
     "TenantConfig",
     "load_config",
@@ -164,6 +167,17 @@ class ListenConfig(_Section):
     """null: plaintext (local use)."""
 
 
+class CircuitConfig(_Section):
+    """Passive ejection: failed requests open a backend's circuit (routing/circuit.py)."""
+
+    failures: Annotated[int, Field(ge=1)] = 5
+    """Consecutive failed requests (unreachable, timeout, broken stream) that open it."""
+    open_seconds: Seconds = 5.0
+    """No requests for this long; then one probe request decides."""
+    max_open_seconds: Seconds = 60.0
+    """A failed probe doubles the time, up to this."""
+
+
 class BackendConfig(_Section):
     """One TGI backend (a replica)."""
 
@@ -183,6 +197,11 @@ class BackendConfig(_Section):
     """Time between two /health checks."""
     load_interval_seconds: Seconds = 1.0
     """Time between two reads of its /metrics load gauges (queue, batch) for the pickers."""
+    health_rise: Annotated[int, Field(ge=1)] = 2
+    health_fall: Annotated[int, Field(ge=1)] = 2
+    """Consecutive passed (failed) checks that make a down (up) backend healthy (unhealthy);
+    the first check decides alone."""
+    circuit: CircuitConfig = Field(default_factory=lambda: CircuitConfig())
     count_prompt_tokens: bool = False
     """Ask POST /tokenize, in parallel with each generation, for Start.input_tokens. Off by
     default: it doubles the requests (and the tokenizing) a backend serves, which costs time to
@@ -230,14 +249,90 @@ class PoolConfig(_Section):
     prefix: PrefixConfig = Field(default_factory=PrefixConfig)
 
 
-class RouteConfig(_Section):
+class SplitArm(_Section):
+    """One arm of a weighted split."""
+
+    pool: Name
+    weight: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class _Target(_Section):
+    """Where requests go: one pool or a sticky weighted split, with an optional fallback pool
+    (used when the chosen pool has no available replica) and shadow pool (gets a copy of each
+    request; its output is discarded)."""
+
+    pool: Name | None = None
+    split: Annotated[list[SplitArm], Field(min_length=1)] | None = None
+    """Each request's arm is stable per `x-user-id` (else per request), by weight."""
+    fallback: Name | None = None
+    shadow: Name | None = None
+
+    def pool_names(self) -> list[str]:
+        """Every pool the target names."""
+        names = [self.pool] if self.pool else []
+        names += [arm.pool for arm in self.split or ()]
+        return names + [n for n in (self.fallback, self.shadow) if n]
+
+
+class ConditionConfig(_Section):
+    """A rule's condition: `field` with one operator, or `all`/`any` of conditions."""
+
+    field: str | None = None
+    """`model`, `tenant`, `priority`, or a metadata key such as `x-user-id`."""
+    equals: str | None = None
+    in_: list[str] | None = Field(None, alias="in")
+    prefix: str | None = None
+    regex: str | None = None
+    """A full match of the value."""
+    exists: bool | None = None
+    all: list[ConditionConfig] | None = None
+    any: list[ConditionConfig] | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Self:
+        operators = [
+            k
+            for k in ("equals", "in_", "prefix", "regex", "exists")
+            if getattr(self, k) is not None
+        ]
+        combined = [k for k in ("all", "any") if getattr(self, k) is not None]
+        if combined:
+            if len(combined) > 1 or self.field is not None or operators:
+                raise ValueError("a condition is `all`, `any`, or a field test, one of them")
+            return self
+        if self.field is None or len(operators) != 1:
+            raise ValueError("a field test needs `field` and exactly one of equals, in, prefix, "
+                             "regex, exists")  # fmt: skip
+        if self.field == "authorization":
+            raise ValueError("rules cannot look at the authorization metadata")
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as err:
+                raise ValueError(f"regex: {err}") from None
+        return self
+
+
+class RuleConfig(_Target):
+    """A routing rule: when its condition holds, its target replaces the route's."""
+
+    name: Name
+    when: ConditionConfig
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Self:
+        if (self.pool is None) == (self.split is None):
+            raise ValueError("set pool or split, not both")
+        return self
+
+
+class RouteConfig(_Target):
     """A route: the name clients put in `model`, served by a pool of backends."""
 
     name: Name
     backends: Annotated[list[Name], Field(min_length=1)] | None = None
-    """The route's own pool (named after the route, picker prefix_affinity)..."""
-    pool: Name | None = None
-    """...or a pool of `pools`."""
+    """The route's own pool (named after the route, picker prefix_affinity), or `pool`, or
+    `split`."""
     chat_template: str | None = None
     """HF chat_template (Jinja) for chat requests; default: a built-in ChatML template."""
     chat_template_file: Path | None = None
@@ -265,14 +360,15 @@ class RouteConfig(_Section):
     def _one_template(self) -> Self:
         if self.chat_template is not None and self.chat_template_file is not None:
             raise ValueError("set chat_template or chat_template_file, not both")
-        if (self.backends is None) == (self.pool is None):
-            raise ValueError("set backends or pool, not both")
+        chosen = [k for k in ("backends", "pool", "split") if getattr(self, k) is not None]
+        if len(chosen) != 1:
+            raise ValueError("set one of backends, pool and split")
         return self
 
-    @property
-    def pool_name(self) -> str:
-        """The route's pool."""
-        return self.pool or self.name
+    def pool_names(self) -> list[str]:
+        """Every pool the route names (its own pool is named after it)."""
+        own = [self.name] if self.backends is not None else []
+        return own + super().pool_names()
 
     def template_text(self) -> str | None:
         """The configured template (inline or read from its file), None for the default."""
@@ -295,6 +391,10 @@ class LimitsConfig(_Section):
     max_attempts: Annotated[int, Field(ge=1, le=10)] = 2
     """Backends tried per request (another one only before the first token, for retryable
     failures: overloaded, unavailable)."""
+    retry_backoff_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.02
+    retry_backoff_max_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1.0
+    """Wait before attempt n+1: backoff * 2^(n-1), at most the max, times a random 0.5-1
+    (jitter), and never past the caller's deadline."""
     max_prompt_chars: Annotated[int, Field(ge=1)] | None = None
     """Longest prompt (after the chat template) in characters; null: listen.max_message_bytes."""
     max_stop_sequences: Annotated[int, Field(ge=0)] = 4
@@ -441,6 +541,8 @@ class GatewayConfig(_Section):
     backends: list[BackendConfig] = []
     pools: list[PoolConfig] = []
     routes: list[RouteConfig] = []
+    rules: list[RuleConfig] = []
+    """Tried in order; the first that matches picks the target (otherwise the route's)."""
     default_route: Name | None = None
     """The route of requests with an empty `model`; default: the first route."""
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
@@ -510,9 +612,13 @@ class GatewayConfig(_Section):
             for name in pool.backends:
                 if name not in known:
                     problems.append(f"pools[{i}].backends: unknown backend '{name}'")
+        pools |= {r.name for r in self.routes if r.backends is not None}
+        for kind, targets in (("routes", self.routes), ("rules", self.rules)):
+            for i, target in enumerate(targets):
+                for name in target.pool_names():
+                    if name not in pools:
+                        problems.append(f"{kind}[{i}]: unknown pool '{name}'")
         for i, route in enumerate(self.routes):
-            if route.pool is not None and route.pool not in pools:
-                problems.append(f"routes[{i}].pool: unknown pool '{route.pool}'")
             for name in route.backends or ():
                 if name not in known:
                     hint = (
@@ -655,7 +761,13 @@ def _set_path(data: dict[str, Any], keys: list[str], value: Any, var: str) -> tu
 
 
 def _is_list_field(location: list[str | int]) -> bool:
-    return len(location) == 1 and location[0] in ("backends", "pools", "routes", "tenants")
+    return len(location) == 1 and location[0] in (
+        "backends",
+        "pools",
+        "routes",
+        "rules",
+        "tenants",
+    )
 
 
 def _dotted(loc: tuple[str | int, ...]) -> str:

@@ -10,6 +10,8 @@ import pytest
 from streamgate.backends import TGIBackend
 from streamgate.config import GatewayConfig
 from streamgate.routing import (
+    CircuitBreaker,
+    CircuitState,
     LeastLoad,
     PickRequest,
     Pool,
@@ -174,7 +176,50 @@ def test_pools_in_the_config() -> None:
         GatewayConfig.model_validate(
             {"backends": backends, "routes": [{"name": "r", "pool": "nope"}]}
         )
-    with pytest.raises(ValueError, match="set backends or pool"):
+    with pytest.raises(ValueError, match="set one of backends, pool and split"):
         GatewayConfig.model_validate(
             {"backends": backends, "routes": [{"name": "r", "backends": ["a"], "pool": "x"}]}
         )
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_circuit_opens_after_consecutive_failures_and_probes_once() -> None:
+    clock = Clock()
+    circuit = CircuitBreaker(failures_to_open=3, open_seconds=5, max_open_seconds=12, clock=clock)
+    assert not circuit.record_failure() and not circuit.record_failure()
+    circuit.record_success()  # a success in between: the count starts again
+    assert not circuit.record_failure() and not circuit.record_failure()
+    assert circuit.record_failure() and circuit.state is CircuitState.OPEN
+    assert not circuit.available()
+    clock.now = 5.0
+    assert circuit.state is CircuitState.HALF_OPEN and circuit.available()
+    circuit.on_send()  # the probe
+    assert not circuit.available()  # one probe at a time
+    assert circuit.record_failure()  # failed probe: open for twice as long
+    clock.now = 14.9
+    assert not circuit.available()
+    clock.now = 15.0
+    circuit.on_send()
+    assert circuit.record_failure()  # 20 s, capped at 12
+    clock.now = 27.0
+    circuit.on_send()
+    circuit.record_success()
+    assert circuit.state is CircuitState.CLOSED and circuit.available()
+
+
+def test_an_open_circuit_takes_the_replica_out_of_the_pool() -> None:
+    a, b = replica("a"), replica("b")
+    for _ in range(a.circuit.failures_to_open):
+        a.circuit.record_failure()
+    pool = Pool("p", (a, b), RoundRobin())
+    assert {pool.pick(PickRequest()) for _ in range(4)} == {b}
+    assert not pool.has_alternative({b})
+    b.draining = True
+    assert pool.pick(PickRequest()) is None

@@ -16,7 +16,7 @@ from streamgate.gateway.auth import authenticate, authorize, priority
 from streamgate.gateway.context import RequestContext
 from streamgate.gateway.errors import GatewayError
 from streamgate.gateway.prepare import PreparedRequest
-from streamgate.routing import LeastLoad, Pool, Route
+from streamgate.routing import LeastLoad, Pool, Route, Target
 from streamgate.tenancy import Tenancy, hash_key, new_key
 
 KEY = "sg-unit-test-key"
@@ -203,7 +203,7 @@ def route(max_input: int | None = None, max_total: int | None = None) -> Route:
         info = _Info(max_input, max_total)
 
     pool = Pool(name="p", replicas=(_Replica(),), picker=LeastLoad())  # type: ignore[arg-type]
-    return Route(name="r", pool=pool)
+    return Route(name="r", target=Target(((pool, 1.0),)))
 
 
 def test_the_token_budget_bounds_prompt_and_total() -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import signal
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
@@ -32,20 +33,28 @@ from streamgate.backends import TGIBackend
 from streamgate.config import (
     EMBEDDED_BACKEND,
     BackendConfig,
+    ConditionConfig,
     ConfigError,
     GatewayConfig,
     PoolConfig,
+    RouteConfig,
+    RuleConfig,
 )
 from streamgate.gateway.calls import ActiveCall, CallRegistry
 from streamgate.gateway.chat import DEFAULT_CHAT_TEMPLATE, ChatTemplate, TemplateSyntaxError
 from streamgate.gateway.embedded import EmbeddedEngine
 from streamgate.gateway.errors import GatewayError, Reason
-from streamgate.gateway.health import HealthMonitor
+from streamgate.gateway.health import HealthMonitor, HealthPolicy
 from streamgate.gateway.load import LoadMonitor
 from streamgate.gateway.reflection import enable_reflection
 from streamgate.gateway.server import create_server, listen
 from streamgate.gateway.service import GenerationService, ServiceSettings
+from streamgate.gateway.shadow import ShadowSender
 from streamgate.routing import (
+    All,
+    Any,
+    CircuitBreaker,
+    Condition,
     LeastLoad,
     Picker,
     Pool,
@@ -55,7 +64,11 @@ from streamgate.routing import (
     Replica,
     RoundRobin,
     Route,
+    Router,
     RouteTable,
+    Rule,
+    Target,
+    Test,
 )
 from streamgate.telemetry.logging import configure_logging, get_logger
 from streamgate.telemetry.metrics import GatewayMetrics, MetricsServer
@@ -201,13 +214,14 @@ async def _start(config: GatewayConfig, stack: AsyncExitStack) -> RunningGateway
         [
             Route(
                 name=r.name,
-                pool=pools[r.pool_name],
+                target=_target(r, pools, own=r.name if r.backends is not None else None),
                 default_max_new_tokens=r.max_new_tokens,
             )
             for r in config.effective_routes()
         ],
         default=config.effective_default_route(),
     )
+    router = Router([Rule(r.name, _condition(r.when), _target(r, pools)) for r in config.rules])
 
     metrics = GatewayMetrics()
     metrics_url: str | None = None
@@ -217,12 +231,18 @@ async def _start(config: GatewayConfig, stack: AsyncExitStack) -> RunningGateway
         stack.push_async_callback(metrics_server.stop)
 
     health_servicer = health.aio.HealthServicer()
+
+    def rejoined(replica: Replica) -> None:
+        for pool in pools.values():
+            pool.forget(replica)
+
     monitor = HealthMonitor(
         list(replicas.values()),
         health_servicer,
         [GENERATION_SERVICE],
         metrics,
-        intervals=[b.health_interval_seconds for b in backends],
+        [HealthPolicy(b.health_interval_seconds, b.health_rise, b.health_fall) for b in backends],
+        on_rejoin=rejoined,
     )
     stack.push_async_callback(monitor.stop)
     await monitor.check_all()
@@ -234,6 +254,8 @@ async def _start(config: GatewayConfig, stack: AsyncExitStack) -> RunningGateway
         log.warning("no backend is healthy yet", backends=[b.name for b in backends])
 
     calls = CallRegistry()
+    shadow = ShadowSender(metrics)
+    stack.push_async_callback(shadow.stop)
     admission = config.admission
     queue = AdmissionQueue(
         admission.max_active_streams, admission.max_queued, admission.max_queue_wait_seconds
@@ -246,6 +268,8 @@ async def _start(config: GatewayConfig, stack: AsyncExitStack) -> RunningGateway
         calls,
         tenancy,
         queue,
+        router,
+        shadow,
         metrics,
         on_backend_failure=monitor.check_soon,
     )
@@ -288,7 +312,14 @@ def _replica(b: BackendConfig) -> Replica:
     )
     # supports_tokenize False: never asked (None: probed by the first health check).
     tokenize = None if b.count_prompt_tokens else False
-    return Replica(name=b.name, backend=backend, model_label=b.model, supports_tokenize=tokenize)
+    c = b.circuit
+    return Replica(
+        name=b.name,
+        backend=backend,
+        model_label=b.model,
+        supports_tokenize=tokenize,
+        circuit=CircuitBreaker(c.failures, c.open_seconds, c.max_open_seconds),
+    )
 
 
 def _pool(p: PoolConfig, replicas: Mapping[str, Replica]) -> Pool:
@@ -312,6 +343,36 @@ def _pool(p: PoolConfig, replicas: Mapping[str, Replica]) -> Pool:
         picker=picker,
         block_bytes=p.prefix.block_bytes,
         max_blocks=p.prefix.max_blocks,
+    )
+
+
+def _target(
+    t: RouteConfig | RuleConfig, pools: Mapping[str, Pool], own: str | None = None
+) -> Target:
+    """A route's or rule's target; `own`: the route lists its backends (its pool has its name)."""
+    if t.split is not None:
+        arms = tuple((pools[arm.pool], arm.weight) for arm in t.split)
+    else:
+        arms = ((pools[own or t.pool or ""], 1.0),)
+    return Target(
+        arms=arms,
+        fallback=pools[t.fallback] if t.fallback else None,
+        shadow=pools[t.shadow] if t.shadow else None,
+    )
+
+
+def _condition(c: ConditionConfig) -> Condition:
+    if c.all is not None:
+        return All(tuple(_condition(p) for p in c.all))
+    if c.any is not None:
+        return Any(tuple(_condition(p) for p in c.any))
+    return Test(
+        field=(c.field or "").lower(),
+        equals=c.equals,
+        one_of=frozenset(c.in_) if c.in_ is not None else None,
+        prefix=c.prefix,
+        pattern=re.compile(c.regex) if c.regex is not None else None,
+        exists=c.exists,
     )
 
 

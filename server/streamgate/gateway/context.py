@@ -27,6 +27,8 @@ class RequestStats:
     """What happened to one request; filled in as the pipeline runs."""
 
     route: str = ""
+    rule: str = ""
+    """The routing rule that chose the pool ("" : the route's own target)."""
     pool: str = ""
     backend: str = ""
     model: str = ""
@@ -71,6 +73,8 @@ class RequestContext:
     labels: dict[str, str] = field(default_factory=dict)
     caller: Caller | None = None
     """The tenant (and key) once authenticated."""
+    priority: int = 0
+    """Its place in the admission queue (the tenant's, or `x-priority`)."""
     stats: RequestStats = field(default_factory=RequestStats)
     trailing: list[tuple[str, str]] = field(default_factory=list)
     """Trailing metadata of the call, whatever its status (remaining quota)."""

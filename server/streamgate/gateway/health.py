@@ -1,17 +1,20 @@
 """Backend health in the background, and the gateway's own `grpc.health.v1` status.
 
 Each replica is checked with `GET /health` every `health_interval_seconds` (and at once after a
-request failed on it). A replica that turns healthy has its `/info` read again (limits, model
-id; a restarted backend may serve another model). The gateway reports SERVING for "" and each
-service name while at least one replica is healthy, and NOT_SERVING otherwise and for good once
-draining.
+request failed on it). The first check decides alone; after it, `rise` passed checks in a row
+make a down replica healthy and `fall` failed ones make a healthy replica down. A replica that
+turns healthy has its `/info` read again (limits, model id; a restarted backend may serve
+another model) and its prefix entries forgotten (its cache is empty). The gateway reports
+SERVING for "" and each service name while at least one replica is healthy, and NOT_SERVING
+otherwise and for good once draining.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from grpc_health.v1 import health, health_pb2
 
@@ -20,12 +23,21 @@ from streamgate.routing import Replica
 from streamgate.telemetry.logging import get_logger
 from streamgate.telemetry.metrics import GatewayMetrics
 
-__all__ = ["HealthMonitor"]
+__all__ = ["HealthMonitor", "HealthPolicy"]
 
 log = get_logger(__name__)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@dataclass(frozen=True)
+class HealthPolicy:
+    """How one replica is checked."""
+
+    interval: float
+    rise: int = 1
+    fall: int = 1
 
 
 class HealthMonitor:
@@ -35,7 +47,8 @@ class HealthMonitor:
         replicas: every replica of every route.
         servicer: the grpc.health.v1 servicer registered on the server.
         services: fully qualified service names to report besides "".
-        intervals: seconds between checks, per replica (same order).
+        policies: how each replica is checked (same order).
+        on_rejoin: told when a replica turns healthy again (its caches are cold).
     """
 
     def __init__(
@@ -44,10 +57,14 @@ class HealthMonitor:
         servicer: health.aio.HealthServicer,
         services: Sequence[str],
         metrics: GatewayMetrics,
-        intervals: Sequence[float],
+        policies: Sequence[HealthPolicy],
+        on_rejoin: Callable[[Replica], None] | None = None,
     ) -> None:
         self._replicas = list(replicas)
-        self._intervals = list(intervals)
+        self._policies = list(policies)
+        self._on_rejoin = on_rejoin
+        self._streak = [0] * len(self._replicas)  # same results in a row (+ passed, - failed)
+        self._checked = [False] * len(self._replicas)
         self.servicer = servicer
         self._services = ["", *services]
         self._metrics = metrics
@@ -63,7 +80,7 @@ class HealthMonitor:
 
     async def check_all(self) -> None:
         """Check every replica once (concurrently) and publish the result."""
-        await asyncio.gather(*(self._check(r) for r in self._replicas))
+        await asyncio.gather(*(self._check(i) for i in range(len(self._replicas))))
         await self._publish()
 
     def start(self) -> None:
@@ -97,13 +114,29 @@ class HealthMonitor:
         wake = self._wake[index]
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), self._intervals[index])
+                await asyncio.wait_for(wake.wait(), self._policies[index].interval)
             wake.clear()
-            await self._check(replica)
+            await self._check(index)
             await self._publish()
 
-    async def _check(self, replica: Replica) -> None:
-        healthy = await replica.backend.health()
+    def _verdict(self, index: int, passed: bool) -> bool:
+        """Whether the replica counts as healthy after this check (rise/fall)."""
+        streak = self._streak[index]
+        streak = max(streak, 0) + 1 if passed else min(streak, 0) - 1
+        self._streak[index] = streak
+        replica, policy = self._replicas[index], self._policies[index]
+        if not self._checked[index]:
+            self._checked[index] = True
+            return passed
+        if passed and not replica.healthy:
+            return streak >= policy.rise
+        if not passed and replica.healthy:
+            return -streak < policy.fall
+        return replica.healthy
+
+    async def _check(self, index: int) -> None:
+        replica = self._replicas[index]
+        healthy = self._verdict(index, await replica.backend.health())
         if healthy and not replica.healthy:
             # (Re)joining: read its limits and model id, and whether it can tokenize.
             try:
@@ -120,6 +153,8 @@ class HealthMonitor:
                 healthy=healthy,
                 model=replica.model_id,
             )
+            if healthy and self._on_rejoin is not None:
+                self._on_rejoin(replica)
         replica.healthy = healthy
         self._metrics.backend_healthy.labels(replica.name).set(1 if healthy else 0)
 

@@ -32,9 +32,10 @@ from streamgate.gateway.context import RequestContext
 from streamgate.gateway.errors import GatewayError, Reason, from_backend_error, internal_error
 from streamgate.gateway.prepare import PreparedRequest, prepare
 from streamgate.gateway.relay import Relay, StreamStalled
+from streamgate.gateway.shadow import ShadowSender
 from streamgate.gateway.upstream import PromptTokens, Upstream, open_upstream
 from streamgate.gateway.validate import GenerationRequest, RequestLimits
-from streamgate.routing import Replica, Route, RouteNotFound, RouteTable
+from streamgate.routing import Facts, Pool, Replica, Route, RouteNotFound, Router, RouteTable
 from streamgate.telemetry.logging import compact, get_logger
 from streamgate.telemetry.metrics import GatewayMetrics
 from streamgate.tenancy import Caller, Tenancy
@@ -57,6 +58,7 @@ class ServiceSettings:
     max_top_n_tokens: int
     max_cache_ttl_seconds: int
     max_attempts: int
+    retry_backoff: tuple[float, float]
     stream_buffer_events: int
     stall_timeout: float
     log_prompts: bool
@@ -71,6 +73,7 @@ class ServiceSettings:
             max_top_n_tokens=limits.max_top_n_tokens,
             max_cache_ttl_seconds=limits.max_cache_ttl_seconds,
             max_attempts=limits.max_attempts,
+            retry_backoff=(limits.retry_backoff_seconds, limits.retry_backoff_max_seconds),
             stream_buffer_events=limits.stream_buffer_events,
             stall_timeout=limits.stall_timeout_seconds,
             log_prompts=config.logging.log_prompts,
@@ -87,6 +90,8 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         calls: the registry of running calls (draining, shutdown).
         tenancy: API keys and tenants.
         queue: the admission queue in front of the upstream streams.
+        router: the routing rules.
+        shadow: sends copies of requests to shadow pools.
         metrics: where to record.
         on_backend_failure: told of every failed backend request (health re-checks).
     """
@@ -99,9 +104,13 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         calls: CallRegistry,
         tenancy: Tenancy,
         queue: AdmissionQueue,
+        router: Router,
+        shadow: ShadowSender,
         metrics: GatewayMetrics,
         on_backend_failure: Callable[[Replica], None] | None = None,
     ) -> None:
+        self._router = router
+        self._shadow = shadow
         self._routes = routes
         self._templates = dict(templates)
         self._settings = settings
@@ -123,12 +132,14 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
             caller = self._caller(ctx)
             route = self._route(request, ctx, caller)
             prepared = self._prepare(request, route)
+            pool, shadow = self._choose(route, ctx, caller)
             await self._admitted(
                 caller,
                 route,
                 prepared,
                 ctx,
-                lambda: self._stream(request, context, ctx, call, route, prepared),
+                lambda: self._stream(request, context, ctx, call, route, pool, prepared),
+                shadow,
             )
 
         await self._run(ctx, context, request, body)
@@ -143,8 +154,14 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
             caller = self._caller(ctx)
             route = self._route(request, ctx, caller)
             prepared = self._prepare(request, route)
+            pool, shadow = self._choose(route, ctx, caller)
             return await self._admitted(
-                caller, route, prepared, ctx, lambda: self._unary(context, ctx, route, prepared)
+                caller,
+                route,
+                prepared,
+                ctx,
+                lambda: self._unary(context, ctx, pool, prepared),
+                shadow,
             )
 
         return await self._run(ctx, context, request, body)
@@ -275,6 +292,7 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
             "reason": error.reason.value if error is not None else None,
             "error": error.message if error is not None else None,
             "route": s.route,
+            "rule": s.rule,
             "pool": s.pool,
             "backend": s.backend,
             "model": s.model,
@@ -347,15 +365,19 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         prepared: PreparedRequest,
         ctx: RequestContext,
         run: Callable[[], Awaitable[_T]],
+        shadow: Pool | None,
     ) -> _T:
         """Run `run` once admitted (quotas, then an upstream slot); settle the quotas after it
-        with the tokens really used, however it ended."""
+        with the tokens really used, however it ended. An admitted request's copy goes to the
+        `shadow` pool, if any."""
         budget = token_budget(prepared, route)
         try:
-            admission = await admit(caller, ctx, budget.total, self._queue, priority(caller, ctx))
+            admission = await admit(caller, ctx, budget.total, self._queue, ctx.priority)
         except GatewayError:
             ctx.trailing.extend(_quota_metadata(caller))  # a refused caller learns its quota too
             raise
+        if shadow is not None:
+            self._shadow.send(shadow, prepared.inputs, prepared.parameters, ctx.request_id)
         s = ctx.stats
         s.queue_seconds = admission.queue_seconds
         self._metrics.queue_wait.observe(admission.queue_seconds)
@@ -369,9 +391,22 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
             ctx.trailing.extend(_quota_metadata(caller))
             self._metrics.record_quota(caller.tenant.name, caller.tenant.quota.remaining())
 
+    def _choose(
+        self, route: Route, ctx: RequestContext, caller: Caller
+    ) -> tuple[Pool, Pool | None]:
+        """The pool that serves the request (rules, split, fallback) and the shadow pool."""
+        ctx.priority = priority(caller, ctx)
+        facts = Facts(route.name, caller.tenant.name, ctx.priority, ctx.labels)
+        target, rule = self._router.target(route, facts)
+        pool = target.choose(ctx.labels.get("x-user-id") or ctx.request_id)
+        ctx.stats.pool = pool.name
+        ctx.stats.rule = rule
+        self._metrics.rule_matches.labels(route.name, rule, pool.name).inc()
+        return pool, target.shadow
+
     async def _open(
         self,
-        route: Route,
+        pool: Pool,
         prepared: PreparedRequest,
         ctx: RequestContext,
         *,
@@ -379,19 +414,19 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         on_final: Callable[[Replica, PromptTokens], None] | None = None,
     ) -> Upstream:
         namespace = ctx.caller.tenant.cache_namespace if ctx.caller else ""
-        ctx.stats.pool = route.pool.name  # before open_upstream: Start may go out from within
         upstream = await open_upstream(
-            route,
+            pool,
             prepared,
             ctx,
             max_attempts=self._settings.max_attempts,
             count_tokens=count_tokens,
             on_failure=self._backend_failed,
             on_final=on_final,
-            pick=route.pool.request(prepared.inputs, salt=f"{route.pool.name}\0{namespace}"),
+            pick=pool.request(prepared.inputs, salt=f"{pool.name}\0{namespace}"),
+            backoff=self._settings.retry_backoff,
         )
         if upstream.attempts > 1:
-            self._metrics.retries.labels(route.name).inc()
+            self._metrics.retries.labels(ctx.stats.route).inc()
         s = ctx.stats
         s.attempts = upstream.attempts
         s.backend = upstream.replica.name
@@ -401,6 +436,9 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
 
     def _backend_failed(self, replica: Replica, err: BackendError) -> None:
         self._metrics.backend_errors.labels(replica.name, err.kind).inc()
+        if err.kind in _REPLICA_FAULTS and replica.circuit.record_failure():
+            self._metrics.ejections.labels(replica.name).inc()
+            log.warning("backend ejected: its circuit opened", backend=replica.name)
         if err.kind in ("unavailable", "timeout") and self._on_backend_failure is not None:
             self._on_backend_failure(replica)
 
@@ -441,6 +479,7 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         ctx: RequestContext,
         call: ActiveCall,
         route: Route,
+        pool: Pool,
         prepared: PreparedRequest,
     ) -> None:
         preamble: asyncio.Task[None] | None = None
@@ -452,7 +491,7 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
 
         opened = False
         try:
-            upstream = await self._open(route, prepared, ctx, count_tokens=True, on_final=announce)
+            upstream = await self._open(pool, prepared, ctx, count_tokens=True, on_final=announce)
             opened = True
         finally:
             if preamble is not None and not opened:
@@ -567,9 +606,9 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
     # ---- Generate ----------------------------------------------------------------------------
 
     async def _unary(
-        self, context: UnaryContext, ctx: RequestContext, route: Route, prepared: PreparedRequest
+        self, context: UnaryContext, ctx: RequestContext, pool: Pool, prepared: PreparedRequest
     ) -> pb.GenerateResponse:
-        upstream = await self._open(route, prepared, ctx, count_tokens=False)
+        upstream = await self._open(pool, prepared, ctx, count_tokens=False)
         stats = ctx.stats
         events = [upstream.first]
         try:
@@ -612,6 +651,8 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         return response
 
 
+# Failures that say something about the replica (not about the request, nor a full backend).
+_REPLICA_FAULTS = frozenset({"unavailable", "timeout", "protocol"})
 _REJECTIONS = frozenset(
     {
         Reason.API_KEY_MISSING,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from streamgate.backends import BackendError, StreamEvent, TGIStream
 from streamgate.gateway.context import RequestContext
 from streamgate.gateway.errors import GatewayError, Reason, from_backend_error
 from streamgate.gateway.prepare import PreparedRequest
-from streamgate.routing import PickRequest, Replica, Route
+from streamgate.routing import PickRequest, Pool, Replica
 
 __all__ = ["TOKENIZE_WAIT_SECONDS", "PromptTokens", "Upstream", "open_upstream"]
 
@@ -96,7 +97,7 @@ class Upstream:
 
 
 async def open_upstream(
-    route: Route,
+    pool: Pool,
     prepared: PreparedRequest,
     ctx: RequestContext,
     *,
@@ -105,10 +106,12 @@ async def open_upstream(
     on_failure: Callable[[Replica, BackendError], None],
     on_final: Callable[[Replica, PromptTokens], None] | None = None,
     pick: PickRequest | None = None,
+    backoff: tuple[float, float] = (0.0, 0.0),
 ) -> Upstream:
-    """Open a stream on a replica of `route` and wait for its first event.
+    """Open a stream on a replica of `pool` and wait for its first event.
 
     `pick`: what the route's picker looks at (the prompt's prefix hashes).
+    `backoff`: (base, max) seconds of the exponential wait with jitter between attempts.
     `count_tokens`: also ask the first replica's /tokenize for the prompt's token count.
     `on_failure`: told of every backend failure (metrics, health re-checks).
     `on_final`: told, right after the request is sent, when this replica is the last one that
@@ -124,14 +127,16 @@ async def open_upstream(
     last: BackendError | None = None
     try:
         while len(tried) < max_attempts:
-            replica = route.pick(pick, exclude=tried)
+            if tried and not await _back_off(len(tried), backoff, ctx):
+                break  # the deadline leaves no time for another attempt
+            replica = pool.pick(pick or PickRequest(), exclude=tried)
             if replica is None:
                 break
             tried.append(replica)
             remaining = ctx.remaining()
             if remaining is not None and remaining <= 0:
                 raise _deadline(tried)
-            final = len(tried) == max_attempts or not route.has_alternative(tried)
+            final = len(tried) == max_attempts or not pool.has_alternative(tried)
             stream = replica.backend.generate_stream(
                 prepared.inputs, prepared.parameters, timeout=remaining, request_id=ctx.request_id
             )
@@ -158,6 +163,7 @@ async def open_upstream(
                 replica.in_flight -= 1
                 stream.close()
                 raise
+            replica.circuit.record_success()
             upstream = Upstream(
                 replica=replica,
                 stream=stream,
@@ -181,7 +187,7 @@ async def open_upstream(
         raise GatewayError(
             grpc.StatusCode.UNAVAILABLE,
             Reason.NO_HEALTHY_BACKEND,
-            f"no healthy backend for route '{route.name}'",
+            f"no healthy backend for route '{ctx.stats.route}' (pool '{pool.name}')",
         )
     raise GatewayError(  # pragma: no cover - a failure always sets `last`
         grpc.StatusCode.UNAVAILABLE, Reason.BACKEND_UNAVAILABLE, "no backend answered"
@@ -195,6 +201,18 @@ async def _tokenize(replica: Replica, inputs: str) -> int | None:
             replica.supports_tokenize = False  # learnt: skip the round trip from now on
         return count
     return None
+
+
+async def _back_off(attempt: int, backoff: tuple[float, float], ctx: RequestContext) -> bool:
+    """Wait before attempt `attempt + 1`; False when the caller's deadline would pass first."""
+    base, most = backoff
+    delay = min(base * 2 ** (attempt - 1), most) * random.uniform(0.5, 1.0)
+    remaining = ctx.remaining()
+    if remaining is not None and remaining <= delay:
+        return False
+    if delay > 0:
+        await asyncio.sleep(delay)
+    return True
 
 
 def _deadline(tried: list[Replica]) -> GatewayError:

@@ -1,5 +1,6 @@
 """Routing: route names to pools of backend replicas, and which replica serves a request."""
 
+from streamgate.routing.circuit import CircuitBreaker, CircuitState
 from streamgate.routing.pickers import (
     LeastLoad,
     Picker,
@@ -13,10 +14,20 @@ from streamgate.routing.pool import Pool
 from streamgate.routing.prefix import block_hashes
 from streamgate.routing.prefix_index import PrefixIndex
 from streamgate.routing.replica import BackendLoad, Replica
+from streamgate.routing.router import Router, Rule
+from streamgate.routing.rules import All, Any, Condition, Facts, Test
+from streamgate.routing.split import choose_arm
 from streamgate.routing.table import Route, RouteNotFound, RouteTable
+from streamgate.routing.target import Target
 
 __all__ = [
+    "All",
+    "Any",
     "BackendLoad",
+    "CircuitBreaker",
+    "CircuitState",
+    "Condition",
+    "Facts",
     "LeastLoad",
     "PickRequest",
     "Picker",
@@ -30,5 +41,10 @@ __all__ = [
     "Route",
     "RouteNotFound",
     "RouteTable",
+    "Router",
+    "Rule",
+    "Target",
+    "Test",
     "block_hashes",
+    "choose_arm",
 ]

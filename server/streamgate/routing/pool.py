@@ -38,10 +38,19 @@ class Pool:
 
     def pick(self, request: PickRequest, exclude: Collection[Replica] = ()) -> Replica | None:
         """The replica for the next attempt (None: no healthy one left)."""
-        candidates = [r for r in self.replicas if r.healthy and r not in exclude]
-        return self.picker.pick(candidates, request) if candidates else None
+        candidates = [r for r in self.replicas if r.routable() and r not in exclude]
+        if not candidates:
+            return None
+        chosen = self.picker.pick(candidates, request)
+        chosen.circuit.on_send()
+        return chosen
+
+    def forget(self, replica: Replica) -> None:
+        """Drop what the picker knows of `replica`'s cache (it restarted)."""
+        if isinstance(self.picker, PrefixAffinity):
+            self.picker.index.forget(replica.name)
 
     def has_alternative(self, exclude: Iterable[Replica]) -> bool:
-        """Another healthy replica than those in `exclude` is there to try."""
+        """Another routable replica than those in `exclude` is there to try."""
         excluded = frozenset(exclude)
-        return any(r.healthy and r not in excluded for r in self.replicas)
+        return any(r.routable() and r not in excluded for r in self.replicas)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from streamgate.backends import BackendInfo, TGIBackend
+from streamgate.routing.circuit import CircuitBreaker
 
 __all__ = ["BackendLoad", "Replica"]
 
@@ -42,6 +43,13 @@ class Replica:
     supports_tokenize: bool | None = None
     """Whether POST /tokenize exists (None: not probed yet)."""
     gauges: BackendLoad = field(default_factory=BackendLoad)
+    circuit: CircuitBreaker = field(default_factory=CircuitBreaker)
+    draining: bool = False
+    """Takes no new requests; running ones finish (removed by a reload, or drained by hand)."""
+
+    def routable(self) -> bool:
+        """New requests may go to it: healthy, not draining, its circuit lets them through."""
+        return self.healthy and not self.draining and self.circuit.available()
 
     def load(self) -> float:
         """Requests on the backend: this gateway's in flight, or the backend's own count

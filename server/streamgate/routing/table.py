@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from streamgate.routing.pickers import PickRequest
-from streamgate.routing.pool import Pool
 from streamgate.routing.replica import Replica
+from streamgate.routing.target import Target
 
 __all__ = ["Route", "RouteNotFound", "RouteTable"]
 
@@ -23,32 +22,23 @@ class RouteNotFound(LookupError):
 
 @dataclass(eq=False)
 class Route:
-    """A route: the name clients put in `model` and the pool that serves it."""
+    """A route: the name clients put in `model` and the target that serves it (unless a
+    routing rule picks another)."""
 
     name: str
-    pool: Pool
+    target: Target
     default_max_new_tokens: int | None = None
     """max_new_tokens of requests that set none (None: the backend's default)."""
 
     @property
     def replicas(self) -> tuple[Replica, ...]:
-        """The replicas of its pool."""
-        return self.pool.replicas
-
-    def pick(
-        self, request: PickRequest | None = None, exclude: Iterable[Replica] = ()
-    ) -> Replica | None:
-        """The replica for the next attempt (None: no healthy one left)."""
-        return self.pool.pick(request or PickRequest(), frozenset(exclude))
-
-    def has_alternative(self, exclude: Iterable[Replica]) -> bool:
-        """Another healthy replica than those in `exclude` is there to try."""
-        return self.pool.has_alternative(exclude)
+        """The replicas that may serve it (every pool of its target but the shadow)."""
+        return self.target.replicas()
 
     @property
     def healthy(self) -> bool:
         """At least one replica is healthy."""
-        return self.pool.healthy
+        return any(r.healthy for r in self.replicas)
 
     def model_ids(self) -> list[str]:
         """The distinct model ids of its replicas, in replica order."""

@@ -95,6 +95,27 @@ class GatewayMetrics:
             "Requests on the backend as its /metrics reports them (queue + running batch)",
             ["backend"], registry=r,
         )  # fmt: skip
+        self.ejections = Counter(
+            "streamgate_backend_ejections", "Times a backend's circuit opened (passive ejection)",
+            ["backend"], registry=r,
+        )  # fmt: skip
+        self.shadow_requests = Counter(
+            "streamgate_shadow_requests",
+            "Copies sent to shadow pools, by result (ok, a backend error kind, dropped, "
+            "no_backend)", ["pool", "result"], registry=r,
+        )  # fmt: skip
+        self.shadow_time_to_first_token = Histogram(
+            "streamgate_shadow_time_to_first_token_seconds", "Shadow copies' time to first token",
+            ["pool"], buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.shadow_duration = Histogram(
+            "streamgate_shadow_duration_seconds", "Shadow copies' duration",
+            ["pool"], buckets=_DURATION_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.rule_matches = Counter(
+            "streamgate_routed", "Requests by route, rule (empty: the route's own target) and pool",
+            ["route", "rule", "pool"], registry=r,
+        )  # fmt: skip
         self.retries = Counter(
             "streamgate_retries", "Requests retried on another backend", ["route"], registry=r
         )
