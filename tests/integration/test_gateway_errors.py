@@ -3,7 +3,6 @@ backends that fail on demand (and a backend that is down)."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from test_gateway_support import (
     RpcFailure,
     engine_backend,
     expect_failure,
+    free_port,
     gateway_pool,
     read_stream,
     start_fake,
@@ -25,13 +25,6 @@ from test_gateway_support import (
 )
 
 from streamgate.api.v1 import generation_pb2 as pb
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -48,6 +49,14 @@ _URL = re.compile(r"listening on (http://\S+)")
 # the HTTP/2 window stays at 64 KiB, so the gateway's writes block soon after (as they would
 # with a slow client on a real network).
 SMALL_WINDOW = (("grpc.http2.bdp_probe", 0),)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (for a backend that is down)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def wait_for(predicate: Callable[[], object], what: str, timeout: float = WAIT_TIMEOUT) -> None:

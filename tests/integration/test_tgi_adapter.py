@@ -11,7 +11,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from test_gateway_support import free_port
 
 from streamgate.backends import (
     BackendError,
@@ -123,13 +123,6 @@ async def fail(stream: TGIStream) -> tuple[list[StreamEvent], BackendError]:
         async for event in stream:
             events.append(event)
     return events, caught.value
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def read_two_then_close(make: Callable[[], TGIStream], how: str) -> None:

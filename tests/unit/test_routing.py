@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from typing import Any
 
 import pytest
@@ -10,8 +11,13 @@ import pytest
 from streamgate.backends import TGIBackend
 from streamgate.config import GatewayConfig
 from streamgate.routing import (
+    AllOf,
+    AnyOf,
     CircuitBreaker,
     CircuitState,
+    Condition,
+    Facts,
+    FieldTest,
     LeastLoad,
     PickRequest,
     Pool,
@@ -20,7 +26,12 @@ from streamgate.routing import (
     PrefixIndex,
     Replica,
     RoundRobin,
+    Route,
+    Router,
+    Rule,
+    Target,
     block_hashes,
+    choose_arm,
 )
 
 
@@ -223,3 +234,81 @@ def test_an_open_circuit_takes_the_replica_out_of_the_pool() -> None:
     assert not pool.has_alternative({b})
     b.draining = True
     assert pool.pick(PickRequest()) is None
+
+
+def test_a_weighted_split_is_within_3_percent_and_sticky() -> None:
+    arms = [("stable", 90.0), ("canary", 10.0)]
+    users = [f"user-{i}" for i in range(2000)]
+    first = {u: choose_arm(u, arms) for u in users}
+    canary = sum(1 for arm in first.values() if arm == 1) / len(users)
+    assert abs(canary - 0.10) <= 0.03
+    assert all(choose_arm(u, arms) == first[u] for u in users)  # 100% sticky
+
+
+def test_moving_canary_weight_moves_only_that_share_of_users() -> None:
+    users = [f"user-{i}" for i in range(4000)]
+    before = {u: choose_arm(u, [("stable", 95.0), ("canary", 5.0)]) for u in users}
+    after = {u: choose_arm(u, [("stable", 90.0), ("canary", 10.0)]) for u in users}
+    moved = [u for u in users if before[u] != after[u]]
+    assert abs(len(moved) / len(users) - 0.05) <= 0.015
+    assert all(after[u] == 1 for u in moved)  # only into the arm that grew
+    # With three arms, a shrinking arm gives keys to every other arm in proportion: moving 5%
+    # of the weight from b to c moves about 7.5% of the keys (b -> a, a -> c, b -> c).
+    before = {u: choose_arm(u, [("a", 50.0), ("b", 45.0), ("c", 5.0)]) for u in users}
+    after = {u: choose_arm(u, [("a", 50.0), ("b", 40.0), ("c", 10.0)]) for u in users}
+    assert sum(before[u] != after[u] for u in users) / len(users) <= 0.09
+
+
+def facts(**overrides: Any) -> Facts:
+    base: dict[str, Any] = {
+        "model": "llama",
+        "tenant": "acme",
+        "priority": 5,
+        "metadata": {"x-user-id": "beta-7", "x-team": "search"},
+    }
+    return Facts(**{**base, **overrides})
+
+
+@pytest.mark.parametrize(
+    ("condition", "expected"),
+    [
+        (FieldTest("model", equals="llama"), True),
+        (FieldTest("tenant", one_of=frozenset({"x", "acme"})), True),
+        (FieldTest("x-user-id", prefix="beta-"), True),
+        (FieldTest("x-user-id", prefix="prod-"), False),
+        (FieldTest("x-team", pattern=re.compile("sea.*")), True),
+        (FieldTest("x-team", pattern=re.compile("sea")), False),  # a full match
+        (FieldTest("x-missing", exists=False), True),
+        (FieldTest("x-missing", equals=""), False),
+        (FieldTest("priority", one_of=frozenset({"5", "6"})), True),
+        (AllOf((FieldTest("model", equals="llama"), FieldTest("tenant", equals="other"))), False),
+        (AnyOf((FieldTest("model", equals="llama"), FieldTest("tenant", equals="other"))), True),
+        (AllOf(()), True),
+    ],
+)
+def test_rule_conditions(condition: Condition, expected: bool) -> None:
+    assert condition.holds(facts()) is expected
+
+
+def test_the_first_matching_rule_wins_else_the_routes_target() -> None:
+    a, b, c = (Pool(n, (replica(n),), RoundRobin()) for n in "abc")
+    route = Route("llama", Target(((a, 1.0),)))
+    router = Router(
+        [
+            Rule("beta", FieldTest("x-user-id", prefix="beta-"), Target(((b, 1.0),))),
+            Rule("acme", FieldTest("tenant", equals="acme"), Target(((c, 1.0),))),
+        ]
+    )
+    assert router.target(route, facts())[1] == "beta"
+    assert router.target(route, facts(metadata={}))[1] == "acme"
+    target, rule = router.target(route, facts(metadata={}, tenant="zed"))
+    assert (target, rule) == (route.target, "")
+
+
+def test_the_fallback_pool_serves_when_the_primary_has_no_replica() -> None:
+    primary = Pool("big", (replica("b1", healthy=False),), RoundRobin())
+    small = Pool("small", (replica("s1"),), RoundRobin())
+    target = Target(((primary, 1.0),), fallback=small)
+    assert target.choose("k") is small
+    primary.replicas[0].healthy = True
+    assert target.choose("k") is primary

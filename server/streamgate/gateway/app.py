@@ -51,10 +51,11 @@ from streamgate.gateway.server import create_server, listen
 from streamgate.gateway.service import GenerationService, ServiceSettings
 from streamgate.gateway.shadow import ShadowSender
 from streamgate.routing import (
-    All,
-    Any,
+    AllOf,
+    AnyOf,
     CircuitBreaker,
     Condition,
+    FieldTest,
     LeastLoad,
     Picker,
     Pool,
@@ -68,7 +69,6 @@ from streamgate.routing import (
     RouteTable,
     Rule,
     Target,
-    Test,
 )
 from streamgate.telemetry.logging import configure_logging, get_logger
 from streamgate.telemetry.metrics import GatewayMetrics, MetricsServer
@@ -363,10 +363,10 @@ def _target(
 
 def _condition(c: ConditionConfig) -> Condition:
     if c.all is not None:
-        return All(tuple(_condition(p) for p in c.all))
+        return AllOf(tuple(_condition(p) for p in c.all))
     if c.any is not None:
-        return Any(tuple(_condition(p) for p in c.any))
-    return Test(
+        return AnyOf(tuple(_condition(p) for p in c.any))
+    return FieldTest(
         field=(c.field or "").lower(),
         equals=c.equals,
         one_of=frozenset(c.in_) if c.in_ is not None else None,

@@ -15,19 +15,20 @@ from streamgate.routing.prefix import block_hashes
 from streamgate.routing.prefix_index import PrefixIndex
 from streamgate.routing.replica import BackendLoad, Replica
 from streamgate.routing.router import Router, Rule
-from streamgate.routing.rules import All, Any, Condition, Facts, Test
+from streamgate.routing.rules import AllOf, AnyOf, Condition, Facts, FieldTest
 from streamgate.routing.split import choose_arm
 from streamgate.routing.table import Route, RouteNotFound, RouteTable
 from streamgate.routing.target import Target
 
 __all__ = [
-    "All",
-    "Any",
+    "AllOf",
+    "AnyOf",
     "BackendLoad",
     "CircuitBreaker",
     "CircuitState",
     "Condition",
     "Facts",
+    "FieldTest",
     "LeastLoad",
     "PickRequest",
     "Picker",
@@ -44,7 +45,6 @@ __all__ = [
     "Router",
     "Rule",
     "Target",
-    "Test",
     "block_hashes",
     "choose_arm",
 ]

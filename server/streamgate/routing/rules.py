@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["All", "Any", "Condition", "Facts", "Test"]
+__all__ = ["AllOf", "AnyOf", "Condition", "Facts", "FieldTest"]
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class Facts:
 
 
 @dataclass(frozen=True)
-class Test:
+class FieldTest:
     """One field, one operator."""
 
     field: str
@@ -63,8 +63,8 @@ class Test:
 
 
 @dataclass(frozen=True)
-class All:
-    """Every part holds (an empty `All` always holds)."""
+class AllOf:
+    """Every part holds (an empty `AllOf` always holds)."""
 
     parts: Sequence[Condition]
 
@@ -73,7 +73,7 @@ class All:
 
 
 @dataclass(frozen=True)
-class Any:
+class AnyOf:
     """At least one part holds."""
 
     parts: Sequence[Condition]
@@ -82,4 +82,4 @@ class Any:
         return any(p.holds(facts) for p in self.parts)
 
 
-Condition = Test | All | Any
+Condition = FieldTest | AllOf | AnyOf
