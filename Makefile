@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint typecheck unit bench-engine bench-gateway clean
+.PHONY: run test lint typecheck unit bench-engine bench-gateway bench-routing clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ bench-engine: $(STAMP)
 ## Gateway relay rate vs a bare grpc.aio server, and added time to first token.
 bench-gateway: $(STAMP)
 	$(BIN)/python loadtest/bench_gateway.py
+
+## Replica pickers on a multi-tenant shared-prefix workload (four engines; docs/benchmarks.md).
+bench-routing: $(STAMP)
+	$(BIN)/python loadtest/bench_routing.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

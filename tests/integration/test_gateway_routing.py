@@ -95,3 +95,51 @@ def test_prefix_affinity_keeps_each_prefix_on_one_replica(
     assert set().union(*homes.values()) == {"e0", "e1"}  # misses spread by load
     hits = [e.metrics()["streamgate_engine_prefix_cache_hit_tokens_total"] for e in pair]
     assert all(after > before for after, before in zip(hits, hits_before, strict=True))
+
+
+def test_failover_when_a_replica_is_killed_mid_load(
+    gateways: Callable[..., Gateway], start_engine: Callable[..., Any]
+) -> None:
+    """Calls that had no token yet are retried elsewhere and succeed; calls cut mid-stream end
+    with UNAVAILABLE and the number of tokens they got."""
+    victim, survivor = start_engine(), start_engine()
+    prompt = victim.long_running_prompt(48)
+    gateway = gateways(
+        {
+            "backends": [
+                engine_backend(victim.url, "victim", circuit={"failures": 2}),
+                engine_backend(survivor.url, "survivor"),
+            ],
+            "pools": [{"name": "p", "backends": ["victim", "survivor"], "picker": "round_robin"}],
+            "routes": [{"name": "tiny", "pool": "p", "max_new_tokens": 48}],
+        },
+        name="failover",
+    )
+    stub = gateway.stub()
+    outcomes: list[tuple[int, Any]] = []
+    lock = threading.Lock()
+    started = threading.Event()
+
+    def client() -> None:
+        for _ in range(8):
+            result = read_stream(stub.GenerateStream(pb.GenerateStreamRequest(prompt=prompt)))
+            with lock:
+                outcomes.append((len(result.deltas), result.error))
+                if len(outcomes) >= 6:
+                    started.set()
+
+    threads = [threading.Thread(target=client) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    assert started.wait(120)
+    victim.process.kill()
+    for thread in threads:
+        thread.join(300)
+    failed = [(tokens, err) for tokens, err in outcomes if err is not None]
+    assert len(outcomes) == 48
+    for tokens, err in failed:
+        assert tokens > 0  # a call without a token was never failed: it went elsewhere
+        assert err.code.name == "UNAVAILABLE"
+        assert err.metadata["tokens_sent"] == str(tokens)
+    assert len(failed) < len(outcomes)
+    assert gateway.metrics()['streamgate_backend_ejections_total{backend="victim"}'] >= 1
