@@ -222,7 +222,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         print(f"streamgate serve: the gateway is not available: {err}", file=sys.stderr)
         return 2
     try:
-        eventloop.run(serve(load_config(args.config)))
+        eventloop.run(serve(load_config(args.config), lambda: load_config(args.config)))
     except KeyboardInterrupt:  # Ctrl-C before the gateway took over SIGINT: a requested stop
         return 0
     except (ConfigError, EmbeddedEngineError, OSError) as err:  # e.g. a bad config, port taken

@@ -202,6 +202,8 @@ class BackendConfig(_Section):
     """Consecutive passed (failed) checks that make a down (up) backend healthy (unhealthy);
     the first check decides alone."""
     circuit: CircuitConfig = Field(default_factory=lambda: CircuitConfig())
+    draining: bool = False
+    """Send it no new requests; running ones finish (apply with a reload: SIGHUP)."""
     count_prompt_tokens: bool = False
     """Ask POST /tokenize, in parallel with each generation, for Start.input_tokens. Off by
     default: it doubles the requests (and the tokenizing) a backend serves, which costs time to

@@ -27,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
-        eventloop.run(serve(config))
+        eventloop.run(serve(config, lambda: load_config(args.config)))
     except (ConfigError, EmbeddedEngineError, OSError) as err:
         print(f"streamgate gateway: {err}", file=sys.stderr)
         return 2

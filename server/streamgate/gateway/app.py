@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
@@ -29,19 +28,13 @@ from grpc_health.v1 import health, health_pb2_grpc
 from streamgate.admission import AdmissionQueue
 from streamgate.api.v1 import generation_pb2 as pb
 from streamgate.api.v1 import generation_pb2_grpc as pb_grpc
-from streamgate.backends import TGIBackend
 from streamgate.config import (
     EMBEDDED_BACKEND,
     BackendConfig,
-    ConditionConfig,
     ConfigError,
     GatewayConfig,
-    PoolConfig,
-    RouteConfig,
-    RuleConfig,
 )
 from streamgate.gateway.calls import ActiveCall, CallRegistry
-from streamgate.gateway.chat import DEFAULT_CHAT_TEMPLATE, ChatTemplate, TemplateSyntaxError
 from streamgate.gateway.embedded import EmbeddedEngine
 from streamgate.gateway.errors import GatewayError, Reason
 from streamgate.gateway.health import HealthMonitor, HealthPolicy
@@ -50,25 +43,10 @@ from streamgate.gateway.reflection import enable_reflection
 from streamgate.gateway.server import create_server, listen
 from streamgate.gateway.service import GenerationService, ServiceSettings
 from streamgate.gateway.shadow import ShadowSender
+from streamgate.gateway.topology import Topology, build_topology
 from streamgate.routing import (
-    AllOf,
-    AnyOf,
-    CircuitBreaker,
-    Condition,
-    FieldTest,
-    LeastLoad,
-    Picker,
-    Pool,
-    PowerOfTwo,
-    PrefixAffinity,
-    PrefixIndex,
     Replica,
-    RoundRobin,
-    Route,
-    Router,
     RouteTable,
-    Rule,
-    Target,
 )
 from streamgate.telemetry.logging import configure_logging, get_logger
 from streamgate.telemetry.metrics import GatewayMetrics, MetricsServer
@@ -82,6 +60,10 @@ GENERATION_SERVICE: str = pb.DESCRIPTOR.services_by_name["GenerationService"].fu
 HEALTH_SERVICE = "grpc.health.v1.Health"
 # After the grace period, interrupted calls get this long to send their status.
 _INTERRUPT_WAIT_SECONDS = 5.0
+# The config sections a reload applies (gateway/topology.py); the others need a restart.
+_RELOADED = frozenset({"backends", "pools", "routes", "rules", "default_route"})
+# How often a removed backend is checked for running streams before its session closes.
+_IDLE_POLL_SECONDS = 0.2
 
 
 @dataclass
@@ -91,15 +73,53 @@ class RunningGateway:
     address: str
     """`host:port` of the gRPC server."""
     metrics_url: str | None
-    routes: RouteTable
     config: GatewayConfig
     _server: grpc.aio.Server
     _calls: CallRegistry
     _monitor: HealthMonitor
+    _load: LoadMonitor
+    _service: GenerationService
+    _live: _Live
+    _backends_of_embedded: list[BackendConfig] | None
+    """The embedded engine's backend (None: backends are configured)."""
     _stack: AsyncExitStack
     _hurry: asyncio.Event = field(default_factory=asyncio.Event)
     _stopped: asyncio.Event = field(default_factory=asyncio.Event)
     _shutdown: asyncio.Task[None] | None = None
+
+    @property
+    def routes(self) -> RouteTable:
+        """The routes in use."""
+        return self._live.topology.routes
+
+    async def reload(self, config: GatewayConfig) -> None:
+        """Apply `config`'s backends, pools, routes, rules and chat templates to new calls;
+        running streams finish where they are. Removed backends drain, then their sessions
+        close. Other sections (listen, auth, tenants, admission, limits, ...) need a restart:
+        their changes are logged and ignored. Raises ConfigError (nothing is changed then)."""
+        if config.uses_embedded_engine != self.config.uses_embedded_engine:
+            raise ConfigError("switching between the embedded engine and backends needs a restart")
+        backends = self._backends_of_embedded or list(config.backends)
+        previous = self._live.topology
+        topology = build_topology(config, backends, previous)
+        ignored = [
+            name
+            for name in type(config).model_fields
+            if name not in _RELOADED and getattr(config, name) != getattr(self.config, name)
+        ]
+        if ignored:
+            log.warning("reload: these sections need a restart to change", sections=ignored)
+        await self._live.start_sessions(topology.new_replicas(previous))
+        await _watch(topology, self._monitor, self._load)
+        self._service.use(topology)
+        self._live.topology = topology
+        self._live.retire(topology.gone_replicas(previous))
+        self.config = config.model_copy(update={k: getattr(self.config, k) for k in ignored})
+        log.info(
+            "configuration reloaded",
+            routes={r.name: [x.name for x in r.replicas] for r in topology.routes},
+            rules=[rule.name for rule in topology.router.rules],
+        )
 
     def ready_line(self) -> str:
         """The line `serve` prints once the gateway accepts calls."""
@@ -197,7 +217,6 @@ async def start_gateway(config: GatewayConfig) -> RunningGateway:
 
 
 async def _start(config: GatewayConfig, stack: AsyncExitStack) -> RunningGateway:
-    templates = _templates(config)
     tenancy = Tenancy.from_config(config)
     backends = list(config.backends)
     if config.uses_embedded_engine:
@@ -205,23 +224,7 @@ async def _start(config: GatewayConfig, stack: AsyncExitStack) -> RunningGateway
         url = await engine.start()
         stack.push_async_callback(engine.stop)
         backends = [BackendConfig(name=EMBEDDED_BACKEND, url=url)]
-    replicas = {b.name: _replica(b) for b in backends}
-    for replica in replicas.values():
-        await replica.backend.start()
-        stack.push_async_callback(replica.backend.close)
-    pools = {p.name: _pool(p, replicas) for p in config.effective_pools()}
-    routes = RouteTable(
-        [
-            Route(
-                name=r.name,
-                target=_target(r, pools, own=r.name if r.backends is not None else None),
-                default_max_new_tokens=r.max_new_tokens,
-            )
-            for r in config.effective_routes()
-        ],
-        default=config.effective_default_route(),
-    )
-    router = Router([Rule(r.name, _condition(r.when), _target(r, pools)) for r in config.rules])
+    topology = build_topology(config, backends)
 
     metrics = GatewayMetrics()
     metrics_url: str | None = None
@@ -231,25 +234,20 @@ async def _start(config: GatewayConfig, stack: AsyncExitStack) -> RunningGateway
         stack.push_async_callback(metrics_server.stop)
 
     health_servicer = health.aio.HealthServicer()
+    state = _Live(topology)
 
     def rejoined(replica: Replica) -> None:
-        for pool in pools.values():
+        for pool in state.topology.pools.values():
             pool.forget(replica)
 
-    monitor = HealthMonitor(
-        list(replicas.values()),
-        health_servicer,
-        [GENERATION_SERVICE],
-        metrics,
-        [HealthPolicy(b.health_interval_seconds, b.health_rise, b.health_fall) for b in backends],
-        on_rejoin=rejoined,
-    )
+    monitor = HealthMonitor(health_servicer, [GENERATION_SERVICE], metrics, on_rejoin=rejoined)
     stack.push_async_callback(monitor.stop)
-    await monitor.check_all()
     # One interval for all: the smallest configured (each scrape is one small GET).
-    interval = min(b.load_interval_seconds for b in backends)
-    load = LoadMonitor(list(replicas.values()), interval, metrics)
+    load = LoadMonitor(min(b.load_interval_seconds for b in backends), metrics)
     stack.push_async_callback(load.stop)
+    stack.push_async_callback(state.close_sessions)
+    await state.start_sessions(topology.new_replicas(None))
+    await _watch(topology, monitor, load)
     if not monitor.serving:
         log.warning("no backend is healthy yet", backends=[b.name for b in backends])
 
@@ -262,13 +260,11 @@ async def _start(config: GatewayConfig, stack: AsyncExitStack) -> RunningGateway
     )
     metrics.watch_queue(lambda: queue.queued, lambda: queue.active)
     service = GenerationService(
-        routes,
-        templates,
+        topology,
         ServiceSettings.from_config(config),
         calls,
         tenancy,
         queue,
-        router,
         shadow,
         metrics,
         on_backend_failure=monitor.check_soon,
@@ -285,125 +281,80 @@ async def _start(config: GatewayConfig, stack: AsyncExitStack) -> RunningGateway
     log.info(
         "gateway started",
         address=address,
-        routes={r.name: [x.name for x in r.replicas] for r in routes},
+        routes={r.name: [x.name for x in r.replicas] for r in topology.routes},
         metrics=metrics_url,
     )
     return RunningGateway(
         address=address,
         metrics_url=metrics_url,
-        routes=routes,
         config=config,
         _server=server,
         _calls=calls,
         _monitor=monitor,
+        _load=load,
+        _service=service,
+        _live=state,
+        _backends_of_embedded=backends if config.uses_embedded_engine else None,
         _stack=stack,
     )
 
 
-def _replica(b: BackendConfig) -> Replica:
-    backend = TGIBackend(
-        b.url,
-        name=b.name,
-        max_connections=b.max_connections,
-        connect_timeout=b.connect_timeout_seconds,
-        idle_timeout=b.idle_timeout_seconds,
-        request_timeout=b.request_timeout_seconds,
-        health_timeout=b.health_timeout_seconds,
-    )
-    # supports_tokenize False: never asked (None: probed by the first health check).
-    tokenize = None if b.count_prompt_tokens else False
-    c = b.circuit
-    return Replica(
-        name=b.name,
-        backend=backend,
-        model_label=b.model,
-        supports_tokenize=tokenize,
-        circuit=CircuitBreaker(c.failures, c.open_seconds, c.max_open_seconds),
-    )
+@dataclass
+class _Live:
+    """The topology in use, and the sessions of its replicas (and of draining ones)."""
+
+    topology: Topology
+    draining: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def start_sessions(self, replicas: list[Replica]) -> None:
+        for replica in replicas:
+            await replica.backend.start()
+
+    def retire(self, replicas: list[Replica]) -> None:
+        """Take replicas out of use: their running streams finish, then sessions close."""
+        for replica in replicas:
+            replica.draining = True
+            task = asyncio.create_task(_close_when_idle(replica))
+            self.draining.add(task)
+            task.add_done_callback(self.draining.discard)
+
+    async def close_sessions(self) -> None:
+        for task in list(self.draining):
+            task.cancel()
+        await asyncio.gather(*self.draining, return_exceptions=True)
+        for replica in self.topology.replicas.values():
+            await replica.backend.close()
 
 
-def _pool(p: PoolConfig, replicas: Mapping[str, Replica]) -> Pool:
-    picker: Picker
-    if p.picker == "prefix_affinity":
-        picker = PrefixAffinity(
-            PrefixIndex(p.prefix.max_blocks_per_replica),
-            balance_abs=p.prefix.balance_abs,
-            balance_rel=p.prefix.balance_rel,
-            min_match=p.prefix.min_match,
-        )
-    elif p.picker == "round_robin":
-        picker = RoundRobin()
-    elif p.picker == "least_load":
-        picker = LeastLoad()
-    else:
-        picker = PowerOfTwo()
-    return Pool(
-        name=p.name,
-        replicas=tuple(replicas[name] for name in p.backends),
-        picker=picker,
-        block_bytes=p.prefix.block_bytes,
-        max_blocks=p.prefix.max_blocks,
-    )
+async def _close_when_idle(replica: Replica) -> None:
+    try:
+        # in_flight is a plain counter: polling it a few times a second is enough here.
+        while replica.in_flight > 0:  # noqa: ASYNC110
+            await asyncio.sleep(_IDLE_POLL_SECONDS)
+    finally:
+        await replica.backend.close()
+        log.info("backend removed", backend=replica.name)
 
 
-def _target(
-    t: RouteConfig | RuleConfig, pools: Mapping[str, Pool], own: str | None = None
-) -> Target:
-    """A route's or rule's target; `own`: the route lists its backends (its pool has its name)."""
-    if t.split is not None:
-        arms = tuple((pools[arm.pool], arm.weight) for arm in t.split)
-    else:
-        arms = ((pools[own or t.pool or ""], 1.0),)
-    return Target(
-        arms=arms,
-        fallback=pools[t.fallback] if t.fallback else None,
-        shadow=pools[t.shadow] if t.shadow else None,
-    )
+async def _watch(topology: Topology, monitor: HealthMonitor, load: LoadMonitor) -> None:
+    """Point the health checks and the load scraping at the topology's replicas."""
+    pairs = [
+        (r, HealthPolicy(b.health_interval_seconds, b.health_rise, b.health_fall))
+        for r, b in zip(topology.replicas.values(), topology.backends.values(), strict=True)
+    ]
+    await monitor.watch(pairs)
+    load.watch(list(topology.replicas.values()))
 
 
-def _condition(c: ConditionConfig) -> Condition:
-    if c.all is not None:
-        return AllOf(tuple(_condition(p) for p in c.all))
-    if c.any is not None:
-        return AnyOf(tuple(_condition(p) for p in c.any))
-    return FieldTest(
-        field=(c.field or "").lower(),
-        equals=c.equals,
-        one_of=frozenset(c.in_) if c.in_ is not None else None,
-        prefix=c.prefix,
-        pattern=re.compile(c.regex) if c.regex is not None else None,
-        exists=c.exists,
-    )
-
-
-def _templates(config: GatewayConfig) -> Mapping[str, ChatTemplate]:
-    """Compile every route's chat template now: a broken one is a configuration error."""
-    configured = {r.name: i for i, r in enumerate(config.routes)}
-    out: dict[str, ChatTemplate] = {}
-    problems: list[str] = []
-    for route in config.effective_routes():
-        try:
-            out[route.name] = ChatTemplate(
-                route.template_text() or DEFAULT_CHAT_TEMPLATE,
-                bos_token=route.bos_token,
-                eos_token=route.eos_token,
-            )
-        except TemplateSyntaxError as err:
-            where = f"routes[{configured.get(route.name, 0)}]"
-            key = "chat_template_file" if route.chat_template_file else "chat_template"
-            problems.append(f"  {where}.{key}: {err}")
-    if problems:
-        raise ConfigError("invalid configuration:\n" + "\n".join(problems))
-    return out
-
-
-async def serve(config: GatewayConfig) -> None:
+async def serve(config: GatewayConfig, reload: Callable[[], GatewayConfig] | None = None) -> None:
     """Run the gateway until SIGTERM or SIGINT, then shut it down gracefully.
 
     Configures logging, starts everything (the embedded engine too when no backends are
     configured), prints `streamgate listening on HOST:PORT (routes: ...)` on stdout once calls
     are accepted, and returns after a clean shutdown. A second signal cuts the grace period
-    short. Raises ConfigError, EmbeddedEngineError or OSError when it cannot start.
+    short. SIGHUP applies `reload()`'s configuration (`RunningGateway.reload`); a bad one is
+    logged and changes nothing. Raises ConfigError, EmbeddedEngineError or OSError when it
+    cannot start.
     """
     configure_logging(config.logging)
     loop = asyncio.get_running_loop()
@@ -418,9 +369,25 @@ async def serve(config: GatewayConfig) -> None:
         log.info("signal received: shutting down", signal=sig.name)
         stop.set()
 
+    reloads: set[asyncio.Task[None]] = set()
+
+    async def apply_reload() -> None:
+        if gateway is None or reload is None:
+            return
+        try:
+            await gateway.reload(reload())
+        except ConfigError as err:
+            log.error("reload failed: the configuration in use is unchanged", error=str(err))
+
+    def on_hangup() -> None:
+        task = asyncio.create_task(apply_reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
     signals = (signal.SIGTERM, signal.SIGINT)
     for sig in signals:
         loop.add_signal_handler(sig, on_signal, sig)
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
     try:
         # A signal during startup (the engine may load for a while) stops cleanly too.
         starting = asyncio.create_task(start_gateway(config))
@@ -437,5 +404,5 @@ async def serve(config: GatewayConfig) -> None:
         await stop.wait()
         await gateway.shutdown()
     finally:
-        for sig in signals:
+        for sig in (*signals, signal.SIGHUP):
             loop.remove_signal_handler(sig)

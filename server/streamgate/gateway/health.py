@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from grpc_health.v1 import health, health_pb2
 
@@ -40,61 +40,81 @@ class HealthPolicy:
     fall: int = 1
 
 
+@dataclass(eq=False)
+class _Watch:
+    """One replica's checks."""
+
+    replica: Replica
+    policy: HealthPolicy
+    streak: int = 0
+    """Same results in a row: + passed, - failed."""
+    checked: bool = False
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+
 class HealthMonitor:
     """Checks replicas and publishes the serving status on `servicer`.
 
     Args:
-        replicas: every replica of every route.
         servicer: the grpc.health.v1 servicer registered on the server.
         services: fully qualified service names to report besides "".
-        policies: how each replica is checked (same order).
         on_rejoin: told when a replica turns healthy again (its caches are cold).
     """
 
     def __init__(
         self,
-        replicas: Sequence[Replica],
         servicer: health.aio.HealthServicer,
         services: Sequence[str],
         metrics: GatewayMetrics,
-        policies: Sequence[HealthPolicy],
         on_rejoin: Callable[[Replica], None] | None = None,
     ) -> None:
-        self._replicas = list(replicas)
-        self._policies = list(policies)
+        self._watches: dict[int, _Watch] = {}  # by id(replica)
         self._on_rejoin = on_rejoin
-        self._streak = [0] * len(self._replicas)  # same results in a row (+ passed, - failed)
-        self._checked = [False] * len(self._replicas)
         self.servicer = servicer
         self._services = ["", *services]
         self._metrics = metrics
-        self._wake = [asyncio.Event() for _ in self._replicas]
-        self._tasks: list[asyncio.Task[None]] = []
+        self._running = False
         self._draining = False
         self._published: int | None = None
 
     @property
     def serving(self) -> bool:
         """At least one replica is healthy and the gateway is not draining."""
-        return not self._draining and any(r.healthy for r in self._replicas)
+        return not self._draining and any(w.replica.healthy for w in self._watches.values())
 
-    async def check_all(self) -> None:
-        """Check every replica once (concurrently) and publish the result."""
-        await asyncio.gather(*(self._check(i) for i in range(len(self._replicas))))
+    async def watch(self, replicas: Sequence[tuple[Replica, HealthPolicy]]) -> None:
+        """Check exactly these replicas from now on: new ones are checked once at once, the
+        others keep their state (policies are updated), the rest are no longer checked."""
+        wanted = {id(r): (r, policy) for r, policy in replicas}
+        for key in [k for k in self._watches if k not in wanted]:
+            task = self._watches.pop(key).task
+            if task is not None:
+                task.cancel()
+        new: list[_Watch] = []
+        for key, (replica, policy) in wanted.items():
+            if key in self._watches:
+                self._watches[key].policy = policy
+            else:
+                self._watches[key] = watch = _Watch(replica, policy)
+                new.append(watch)
+        await asyncio.gather(*(self._check(w) for w in new))
+        if self._running:
+            for w in new:
+                self._start(w)
         await self._publish()
 
     def start(self) -> None:
         """Keep checking in the background until `stop()`."""
-        for i, replica in enumerate(self._replicas):
-            self._tasks.append(
-                asyncio.create_task(self._loop(i, replica), name=f"health-{replica.name}")
-            )
+        self._running = True
+        for w in self._watches.values():
+            self._start(w)
 
     def check_soon(self, replica: Replica) -> None:
         """Check `replica` now instead of at its next interval (after a failed request)."""
-        for i, r in enumerate(self._replicas):
-            if r is replica:
-                self._wake[i].set()
+        w = self._watches.get(id(replica))
+        if w is not None:
+            w.wake.set()
 
     async def drain(self) -> None:
         """Report NOT_SERVING for good (shutdown)."""
@@ -103,40 +123,44 @@ class HealthMonitor:
 
     async def stop(self) -> None:
         """Stop the background checks."""
-        tasks, self._tasks = self._tasks, []
+        self._running = False
+        tasks = [w.task for w in self._watches.values() if w.task is not None]
+        for w in self._watches.values():
+            w.task = None
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def _loop(self, index: int, replica: Replica) -> None:
-        wake = self._wake[index]
+    def _start(self, w: _Watch) -> None:
+        w.task = asyncio.create_task(self._loop(w), name=f"health-{w.replica.name}")
+
+    async def _loop(self, w: _Watch) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), self._policies[index].interval)
-            wake.clear()
-            await self._check(index)
+                await asyncio.wait_for(w.wake.wait(), w.policy.interval)
+            w.wake.clear()
+            await self._check(w)
             await self._publish()
 
-    def _verdict(self, index: int, passed: bool) -> bool:
+    @staticmethod
+    def _verdict(w: _Watch, passed: bool) -> bool:
         """Whether the replica counts as healthy after this check (rise/fall)."""
-        streak = self._streak[index]
-        streak = max(streak, 0) + 1 if passed else min(streak, 0) - 1
-        self._streak[index] = streak
-        replica, policy = self._replicas[index], self._policies[index]
-        if not self._checked[index]:
-            self._checked[index] = True
+        w.streak = max(w.streak, 0) + 1 if passed else min(w.streak, 0) - 1
+        replica = w.replica
+        if not w.checked:
+            w.checked = True
             return passed
         if passed and not replica.healthy:
-            return streak >= policy.rise
+            return w.streak >= w.policy.rise
         if not passed and replica.healthy:
-            return -streak < policy.fall
+            return -w.streak < w.policy.fall
         return replica.healthy
 
-    async def _check(self, index: int) -> None:
-        replica = self._replicas[index]
-        healthy = self._verdict(index, await replica.backend.health())
+    async def _check(self, w: _Watch) -> None:
+        replica = w.replica
+        healthy = self._verdict(w, await replica.backend.health())
         if healthy and not replica.healthy:
             # (Re)joining: read its limits and model id, and whether it can tokenize.
             try:

@@ -27,31 +27,49 @@ GAUGES = (
 
 
 class LoadMonitor:
-    """Scrapes each replica every `interval` seconds until `stop()`."""
+    """Scrapes each watched replica every `interval` seconds until `stop()`."""
 
-    def __init__(
-        self, replicas: Sequence[Replica], interval: float, metrics: GatewayMetrics
-    ) -> None:
-        self._replicas = list(replicas)
+    def __init__(self, interval: float, metrics: GatewayMetrics) -> None:
         self._interval = interval
         self._metrics = metrics
-        self._tasks: list[asyncio.Task[None]] = []
+        self._replicas: dict[int, Replica] = {}  # by id
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._running = False
+
+    def watch(self, replicas: Sequence[Replica]) -> None:
+        """Scrape exactly these replicas from now on."""
+        wanted = {id(r): r for r in replicas}
+        for key in [k for k in self._replicas if k not in wanted]:
+            del self._replicas[key]
+            task = self._tasks.pop(key, None)
+            if task is not None:
+                task.cancel()
+        for key, replica in wanted.items():
+            if key not in self._replicas:
+                self._replicas[key] = replica
+                if self._running:
+                    self._start(key)
 
     def start(self) -> None:
         """Begin scraping in the background."""
-        for replica in self._replicas:
-            self._tasks.append(
-                asyncio.create_task(self._loop(replica), name=f"load-{replica.name}")
-            )
+        self._running = True
+        for key in self._replicas:
+            self._start(key)
 
     async def stop(self) -> None:
         """Stop scraping."""
-        tasks, self._tasks = self._tasks, []
+        self._running = False
+        tasks = list(self._tasks.values())
+        self._tasks.clear()
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    def _start(self, key: int) -> None:
+        replica = self._replicas[key]
+        self._tasks[key] = asyncio.create_task(self._loop(replica), name=f"load-{replica.name}")
 
     async def _loop(self, replica: Replica) -> None:
         while True:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -27,15 +27,15 @@ from streamgate.gateway import messages
 from streamgate.gateway.admit import admit, token_budget
 from streamgate.gateway.auth import authenticate, authorize, priority
 from streamgate.gateway.calls import ActiveCall, CallRegistry
-from streamgate.gateway.chat import ChatTemplate
 from streamgate.gateway.context import RequestContext
 from streamgate.gateway.errors import GatewayError, Reason, from_backend_error, internal_error
 from streamgate.gateway.prepare import PreparedRequest, prepare
 from streamgate.gateway.relay import Relay, StreamStalled
 from streamgate.gateway.shadow import ShadowSender
+from streamgate.gateway.topology import Topology
 from streamgate.gateway.upstream import PromptTokens, Upstream, open_upstream
 from streamgate.gateway.validate import GenerationRequest, RequestLimits
-from streamgate.routing import Facts, Pool, Replica, Route, RouteNotFound, Router, RouteTable
+from streamgate.routing import Facts, Pool, Replica, Route, RouteNotFound
 from streamgate.telemetry.logging import compact, get_logger
 from streamgate.telemetry.metrics import GatewayMetrics
 from streamgate.tenancy import Caller, Tenancy
@@ -81,16 +81,14 @@ class ServiceSettings:
 
 
 class GenerationService(pb_grpc.GenerationServiceServicer):
-    """The servicer. Shared state (routes, calls, metrics) comes from the composition root.
+    """The servicer. Shared state (topology, calls, metrics) comes from the composition root.
 
     Args:
-        routes: the route table.
-        templates: the chat template of each route, by route name.
+        topology: routes, pools, rules and chat templates (replaced by `use` on a reload).
         settings: limits and timeouts.
         calls: the registry of running calls (draining, shutdown).
         tenancy: API keys and tenants.
         queue: the admission queue in front of the upstream streams.
-        router: the routing rules.
         shadow: sends copies of requests to shadow pools.
         metrics: where to record.
         on_backend_failure: told of every failed backend request (health re-checks).
@@ -98,27 +96,27 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
 
     def __init__(
         self,
-        routes: RouteTable,
-        templates: Mapping[str, ChatTemplate],
+        topology: Topology,
         settings: ServiceSettings,
         calls: CallRegistry,
         tenancy: Tenancy,
         queue: AdmissionQueue,
-        router: Router,
         shadow: ShadowSender,
         metrics: GatewayMetrics,
         on_backend_failure: Callable[[Replica], None] | None = None,
     ) -> None:
-        self._router = router
+        self._topology = topology
         self._shadow = shadow
-        self._routes = routes
-        self._templates = dict(templates)
         self._settings = settings
         self._calls = calls
         self._tenancy = tenancy
         self._queue = queue
         self._metrics = metrics
         self._on_backend_failure = on_backend_failure
+
+    def use(self, topology: Topology) -> None:
+        """Route new calls with `topology` (a reload); running calls keep what they chose."""
+        self._topology = topology
 
     # ---- RPCs --------------------------------------------------------------------------------
 
@@ -179,12 +177,12 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
             models = [
                 pb.Model(
                     name=route.name,
-                    default=route.name == self._routes.default,
+                    default=route.name == self._topology.routes.default,
                     backend_models=route.model_ids(),
                     max_input_tokens=route.max_input_tokens or 0,
                     max_total_tokens=route.max_total_tokens or 0,
                 )
-                for route in self._routes
+                for route in self._topology.routes
                 if caller.tenant.may_use(route.name)
             ]
             return pb.ListModelsResponse(models=models)
@@ -327,9 +325,11 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
 
     def _route(self, request: GenerationRequest, ctx: RequestContext, caller: Caller) -> Route:
         name = request.model or ctx.route_hint
-        authorize(caller, name or self._routes.default)  # before the route's existence shows
+        authorize(
+            caller, name or self._topology.routes.default
+        )  # before the route's existence shows
         try:
-            route = self._routes.resolve(name)
+            route = self._topology.routes.resolve(name)
         except RouteNotFound as err:
             raise GatewayError(
                 grpc.StatusCode.NOT_FOUND,
@@ -353,7 +353,7 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         )
         return prepare(
             request,
-            self._templates[route.name],
+            self._topology.templates[route.name],
             limits,
             default_max_new_tokens=route.default_max_new_tokens,
         )
@@ -397,7 +397,7 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         """The pool that serves the request (rules, split, fallback) and the shadow pool."""
         ctx.priority = priority(caller, ctx)
         facts = Facts(route.name, caller.tenant.name, ctx.priority, ctx.labels)
-        target, rule = self._router.target(route, facts)
+        target, rule = self._topology.router.target(route, facts)
         pool = target.choose(ctx.labels.get("x-user-id") or ctx.request_id)
         ctx.stats.pool = pool.name
         ctx.stats.rule = rule
