@@ -312,3 +312,10 @@ def test_the_fallback_pool_serves_when_the_primary_has_no_replica() -> None:
     assert target.choose("k") is small
     primary.replicas[0].healthy = True
     assert target.choose("k") is primary
+
+
+def test_kv_pressure_breaks_ties_between_equally_busy_replicas() -> None:
+    full, roomy = replica("full", in_flight=2), replica("roomy", in_flight=2)
+    full.gauges.batch_tokens_fraction = 0.9
+    assert LeastLoad().pick([full, roomy], PickRequest()) is roomy
+    assert LeastLoad().pick([roomy, full], PickRequest()) is roomy

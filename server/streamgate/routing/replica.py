@@ -54,9 +54,9 @@ class Replica:
     def load(self) -> float:
         """Requests on the backend: this gateway's in flight, or the backend's own count
         (queue + batch, including other clients') when larger; the scraped gauges lag, the
-        in-flight count does not."""
+        in-flight count does not. Plus its KV pressure (0 to 1), which breaks ties."""
         g = self.gauges
-        return max(float(self.in_flight), g.queue_size + g.batch_size)
+        return max(float(self.in_flight), g.queue_size + g.batch_size) + g.batch_tokens_fraction
 
     @property
     def model_id(self) -> str:
