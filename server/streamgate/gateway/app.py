@@ -48,6 +48,7 @@ from streamgate.routing import (
     Replica,
     RouteTable,
 )
+from streamgate.tasks import cancel_and_wait
 from streamgate.telemetry.logging import configure_logging, get_logger
 from streamgate.telemetry.metrics import GatewayMetrics, MetricsServer
 from streamgate.tenancy import Tenancy
@@ -319,9 +320,7 @@ class _Live:
             task.add_done_callback(self.draining.discard)
 
     async def close_sessions(self) -> None:
-        for task in list(self.draining):
-            task.cancel()
-        await asyncio.gather(*self.draining, return_exceptions=True)
+        await cancel_and_wait(self.draining)
         for replica in self.topology.replicas.values():
             await replica.backend.close()
 

@@ -20,6 +20,7 @@ from grpc_health.v1 import health, health_pb2
 
 from streamgate.backends import BackendError
 from streamgate.routing import Replica
+from streamgate.tasks import cancel_and_wait
 from streamgate.telemetry.logging import get_logger
 from streamgate.telemetry.metrics import GatewayMetrics
 
@@ -127,11 +128,7 @@ class HealthMonitor:
         tasks = [w.task for w in self._watches.values() if w.task is not None]
         for w in self._watches.values():
             w.task = None
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(tasks)
 
     def _start(self, w: _Watch) -> None:
         w.task = asyncio.create_task(self._loop(w), name=f"health-{w.replica.name}")

@@ -8,12 +8,12 @@ health checks, not this, decide whether a replica is used.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Sequence
 
 from streamgate.backends import BackendError
 from streamgate.routing import Replica
+from streamgate.tasks import cancel_and_wait
 from streamgate.telemetry.metrics import GatewayMetrics
 
 __all__ = ["GAUGES", "LoadMonitor"]
@@ -61,11 +61,7 @@ class LoadMonitor:
         self._running = False
         tasks = list(self._tasks.values())
         self._tasks.clear()
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(tasks)
 
     def _start(self, key: int) -> None:
         replica = self._replicas[key]

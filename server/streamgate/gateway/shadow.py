@@ -13,6 +13,7 @@ import time
 
 from streamgate.backends import BackendError, TGIParameters
 from streamgate.routing import PickRequest, Pool
+from streamgate.tasks import cancel_and_wait
 from streamgate.telemetry.logging import get_logger
 from streamgate.telemetry.metrics import GatewayMetrics
 
@@ -41,10 +42,7 @@ class ShadowSender:
 
     async def stop(self) -> None:
         """Cancel the copies still running (shutdown)."""
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
 
     async def _run(
         self, pool: Pool, inputs: str, parameters: TGIParameters, request_id: str
