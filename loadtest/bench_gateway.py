@@ -187,6 +187,8 @@ def gateway_config(path: Path, port: int, backend_url: str) -> None:
                 "default_route": "bench",
                 "logging": {"level": "WARNING"},
                 "metrics": {"enabled": False},
+                # Every call must reach the backend (the same prompt repeats).
+                "cache": {"enabled": False},
             }
         )
     )

@@ -121,6 +121,7 @@ def gateway_config(path: Path, port: int, engines: list[str], picker: str) -> No
                 "routes": [{"name": "tiny", "pool": "pool"}],
                 "logging": {"level": "WARNING"},
                 "metrics": {"enabled": False},
+                "cache": {"enabled": False},  # placement, not the response cache, is measured
             }
         )
     )

@@ -44,6 +44,7 @@ __all__ = [
     "ApiKeyConfig",
     "AuthConfig",
     "BackendConfig",
+    "CacheConfig",
     "ConditionConfig",
     "ConfigError",
     "EmbeddedConfig",
@@ -489,6 +490,16 @@ class AdmissionConfig(_Section):
     """Longest wait (the caller's deadline may cut it shorter): RESOURCE_EXHAUSTED."""
 
 
+class CacheConfig(_Section):
+    """The exact response cache (in-process tier)."""
+
+    enabled: bool = True
+    max_entries: Annotated[int, Field(ge=1)] = 10000
+    max_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024 * 1024
+    default_ttl_seconds: Annotated[int, Field(ge=1)] = 3600
+    """Lifetime of an entry whose request set none (at most limits.max_cache_ttl_seconds)."""
+
+
 class LoggingConfig(_Section):
     """structlog output on stderr: one line per request, plus events."""
 
@@ -556,6 +567,7 @@ class GatewayConfig(_Section):
     tenants: list[TenantConfig] = []
     """Without auth, the tenant named `default` (if any) applies to every call."""
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
 
     @property
     def uses_embedded_engine(self) -> bool:

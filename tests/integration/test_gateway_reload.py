@@ -34,6 +34,7 @@ def config(pair: list[Fake], backends: list[str], pool: list[str], **extra: Any)
     return {
         "listen": {"host": "127.0.0.1", "port": 0},
         "metrics": {"host": "127.0.0.1", "port": 0},
+        "cache": {"enabled": False},
         "backends": [engine_backend(urls[name], name, **extra.get(name, {})) for name in backends],
         "pools": [{"name": "p", "backends": pool, "picker": "round_robin"}],
         "routes": [{"name": "r", "pool": "p"}],

@@ -217,6 +217,9 @@ def start_gateway(directory: Path, config: dict[str, Any], name: str = "gateway"
     config = {
         "listen": {"host": "127.0.0.1", "port": 0},
         "metrics": {"host": "127.0.0.1", "port": 0},
+        # Tests repeat identical requests and expect each to reach a backend; the cache tests
+        # turn the cache on.
+        "cache": {"enabled": False},
         **config,
     }
     config_path = directory / f"{name}.yaml"

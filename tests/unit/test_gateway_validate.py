@@ -213,25 +213,6 @@ def test_prepare_bounds_the_rendered_prompt() -> None:
     assert violation.field == "chat.messages" and "at most 100 characters" in violation.description
 
 
-def test_only_if_cached_is_not_found_without_a_cache() -> None:
-    cache = pb.CacheControl(mode=pb.CACHE_MODE_ONLY_IF_CACHED)
-    with pytest.raises(GatewayError) as caught:
-        run_prepare(pb.GenerateRequest(prompt="x", cache=cache))
-    assert caught.value.code == grpc.StatusCode.NOT_FOUND
-    assert caught.value.reason == Reason.NOT_CACHED
-
-
-def test_cache_status() -> None:
-    bypass = pb.GenerateRequest(prompt="x", cache=pb.CacheControl(mode=pb.CACHE_MODE_BYPASS))
-    assert prepare(bypass, CHATML, LIMITS, default_max_new_tokens=None).cache_status == (
-        pb.CACHE_STATUS_BYPASS
-    )
-    plain = pb.GenerateRequest(prompt="x")
-    assert prepare(plain, CHATML, LIMITS, default_max_new_tokens=None).cache_status == (
-        pb.CACHE_STATUS_MISS
-    )
-
-
 def test_tgi_parameters_send_only_what_is_set() -> None:
     assert tgi_parameters(pb.GenerateRequest(prompt="x"), None).to_json() == {}
     assert tgi_parameters(pb.GenerateRequest(prompt="x"), 64).to_json() == {"max_new_tokens": 64}

@@ -188,7 +188,6 @@ def prepared(inputs: str, **parameters: Any) -> PreparedRequest:
         chat=False,
         tokens=False,
         seed=None,
-        cache_status=0,
     )
 
 

@@ -28,6 +28,7 @@ from grpc_health.v1 import health, health_pb2_grpc
 from streamgate.admission import AdmissionQueue
 from streamgate.api.v1 import generation_pb2 as pb
 from streamgate.api.v1 import generation_pb2_grpc as pb_grpc
+from streamgate.cache import LocalCache
 from streamgate.config import (
     EMBEDDED_BACKEND,
     BackendConfig,
@@ -253,6 +254,10 @@ async def _start(config: GatewayConfig, stack: AsyncExitStack) -> RunningGateway
         log.warning("no backend is healthy yet", backends=[b.name for b in backends])
 
     calls = CallRegistry()
+    evictions = metrics.cache_evictions.labels("local")
+    cache = LocalCache(config.cache.max_entries, config.cache.max_bytes, on_evict=evictions.inc)
+    metrics.cache_entries.labels("local").set_function(lambda: len(cache))
+    metrics.cache_bytes.labels("local").set_function(lambda: cache.bytes)
     shadow = ShadowSender(metrics)
     stack.push_async_callback(shadow.stop)
     admission = config.admission
@@ -267,6 +272,7 @@ async def _start(config: GatewayConfig, stack: AsyncExitStack) -> RunningGateway
         tenancy,
         queue,
         shadow,
+        cache,
         metrics,
         on_backend_failure=monitor.check_soon,
     )

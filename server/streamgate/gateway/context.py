@@ -49,6 +49,8 @@ class RequestStats:
     backend_wait: float = 0.0
     """Seconds that were the backend's: from sending the request to its last event (and failed
     attempts). The rest of the call's time is the gateway's overhead."""
+    cache: str = ""
+    """HIT, MISS or BYPASS."""
     merged_events: int = 0
     """Backend events that shared a Delta with another (the client was reading slower)."""
 

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import grpc
 
-from streamgate.api.v1 import generation_pb2 as pb
 from streamgate.backends import TGIParameters
 from streamgate.gateway.chat import ChatMessage, ChatTemplate, ChatTemplateError
 from streamgate.gateway.errors import GatewayError, Reason, Violation
@@ -37,15 +36,13 @@ class PreparedRequest:
     """Include per-token details in Delta.tokens / GenerateResponse.tokens."""
     seed: int | None
     """The seed the request gave."""
-    cache_status: pb.CacheStatus.ValueType
 
 
 def prepare(
     request: GenerationRequest, template: ChatTemplate, limits: RequestLimits, *,
     default_max_new_tokens: int | None,
 ) -> PreparedRequest:  # fmt: skip
-    """Validate and pre-process `request`. Raises GatewayError (INVALID_ARGUMENT, NOT_FOUND for
-    CACHE_MODE_ONLY_IF_CACHED: there is no cache yet, so nothing is ever cached)."""
+    """Validate and pre-process `request`. Raises GatewayError (INVALID_ARGUMENT)."""
     violations = validate_request(request, limits)
     if violations:
         raise invalid(violations)
@@ -71,13 +68,6 @@ def prepare(
             raise invalid([Violation("chat.messages", "the chat template rendered nothing")])
     else:
         inputs = request.prompt
-    mode = request.cache.mode
-    if mode == pb.CACHE_MODE_ONLY_IF_CACHED:
-        raise GatewayError(
-            grpc.StatusCode.NOT_FOUND,
-            Reason.NOT_CACHED,
-            "no cached answer for this request (CACHE_MODE_ONLY_IF_CACHED)",
-        )
     sampling = request.sampling
     return PreparedRequest(
         inputs=inputs,
@@ -85,9 +75,6 @@ def prepare(
         chat=chat,
         tokens=request.response.tokens or request.response.top_n_tokens > 0,
         seed=sampling.seed if sampling.HasField("seed") else None,
-        cache_status=pb.CACHE_STATUS_BYPASS
-        if mode == pb.CACHE_MODE_BYPASS
-        else pb.CACHE_STATUS_MISS,
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -22,10 +22,12 @@ from streamgate.admission import AdmissionQueue
 from streamgate.api.v1 import generation_pb2 as pb
 from streamgate.api.v1 import generation_pb2_grpc as pb_grpc
 from streamgate.backends import BackendError, StreamEvent
+from streamgate.cache import CachedResponse, LocalCache
 from streamgate.config import GatewayConfig
 from streamgate.gateway import messages
 from streamgate.gateway.admit import admit, token_budget
 from streamgate.gateway.auth import authenticate, authorize, priority
+from streamgate.gateway.caching import CachePlan, plan_cache
 from streamgate.gateway.calls import ActiveCall, CallRegistry
 from streamgate.gateway.context import RequestContext
 from streamgate.gateway.errors import GatewayError, Reason, from_backend_error, internal_error
@@ -57,6 +59,8 @@ class ServiceSettings:
     max_stop_sequences: int
     max_top_n_tokens: int
     max_cache_ttl_seconds: int
+    cache_enabled: bool
+    cache_ttl_seconds: int
     max_attempts: int
     retry_backoff: tuple[float, float]
     stream_buffer_events: int
@@ -72,6 +76,8 @@ class ServiceSettings:
             max_stop_sequences=limits.max_stop_sequences,
             max_top_n_tokens=limits.max_top_n_tokens,
             max_cache_ttl_seconds=limits.max_cache_ttl_seconds,
+            cache_enabled=config.cache.enabled,
+            cache_ttl_seconds=min(config.cache.default_ttl_seconds, limits.max_cache_ttl_seconds),
             max_attempts=limits.max_attempts,
             retry_backoff=(limits.retry_backoff_seconds, limits.retry_backoff_max_seconds),
             stream_buffer_events=limits.stream_buffer_events,
@@ -90,6 +96,7 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         tenancy: API keys and tenants.
         queue: the admission queue in front of the upstream streams.
         shadow: sends copies of requests to shadow pools.
+        cache: the exact response cache.
         metrics: where to record.
         on_backend_failure: told of every failed backend request (health re-checks).
     """
@@ -102,9 +109,11 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         tenancy: Tenancy,
         queue: AdmissionQueue,
         shadow: ShadowSender,
+        cache: LocalCache,
         metrics: GatewayMetrics,
         on_backend_failure: Callable[[Replica], None] | None = None,
     ) -> None:
+        self._cache = cache
         self._topology = topology
         self._shadow = shadow
         self._settings = settings
@@ -131,12 +140,16 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
             route = self._route(request, ctx, caller)
             prepared = self._prepare(request, route)
             pool, shadow = self._choose(route, ctx, caller)
+            plan, hit = self._lookup(request, prepared, caller, route, pool, ctx)
+            if hit is not None:
+                await self._replay_stream(context, ctx, prepared, hit)
+                return
             await self._admitted(
                 caller,
                 route,
                 prepared,
                 ctx,
-                lambda: self._stream(request, context, ctx, call, route, pool, prepared),
+                lambda: self._stream(request, context, ctx, call, route, pool, prepared, plan),
                 shadow,
             )
 
@@ -153,12 +166,15 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
             route = self._route(request, ctx, caller)
             prepared = self._prepare(request, route)
             pool, shadow = self._choose(route, ctx, caller)
+            plan, hit = self._lookup(request, prepared, caller, route, pool, ctx)
+            if hit is not None:
+                return await self._replay_unary(context, ctx, prepared, hit)
             return await self._admitted(
                 caller,
                 route,
                 prepared,
                 ctx,
-                lambda: self._unary(context, ctx, pool, prepared),
+                lambda: self._unary(context, ctx, pool, prepared, plan),
                 shadow,
             )
 
@@ -443,32 +459,133 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
             self._on_backend_failure(replica)
 
     def _start(
-        self, ctx: RequestContext, replica: Replica, prepared: PreparedRequest, input_tokens: int
+        self, ctx: RequestContext, model: str, backend: str, seed: int | None, input_tokens: int
     ) -> pb.Start:
         start = pb.Start(
             request_id=ctx.request_id,
-            model=replica.model_id,
+            model=model,
             route=ctx.stats.route,
             pool=ctx.stats.pool,
-            backend=replica.name,
-            cache_status=prepared.cache_status,
+            backend=backend,
+            cache_status=_CACHE_STATUS[ctx.stats.cache],
             input_tokens=input_tokens,
         )
-        if prepared.seed is not None:
-            start.seed = prepared.seed
+        if seed is not None:
+            start.seed = seed
         return start
 
-    def _initial_metadata(
-        self, ctx: RequestContext, replica: Replica, prepared: PreparedRequest
-    ) -> tuple[tuple[str, str], ...]:
-        cache = "BYPASS" if prepared.cache_status == pb.CACHE_STATUS_BYPASS else "MISS"
+    def _initial_metadata(self, ctx: RequestContext, backend: str) -> tuple[tuple[str, str], ...]:
         return (
             ("x-request-id", ctx.request_id),
             ("x-route", ctx.stats.route),
             ("x-pool", ctx.stats.pool),
-            ("x-backend", replica.name),
-            ("x-cache-status", cache),
+            ("x-backend", backend),
+            ("x-cache-status", ctx.stats.cache),
         )
+
+    # ---- the cache ---------------------------------------------------------------------------
+
+    def _lookup(
+        self,
+        request: GenerationRequest,
+        prepared: PreparedRequest,
+        caller: Caller,
+        route: Route,
+        pool: Pool,
+        ctx: RequestContext,
+    ) -> tuple[CachePlan, CachedResponse | None]:
+        """The request's cache plan and its cached answer, if any; NOT_FOUND for
+        `only_if_cached` without one."""
+        plan = plan_cache(
+            request.cache,
+            prepared,
+            caller,
+            route.name,
+            pool,
+            enabled=self._settings.cache_enabled,
+            default_ttl=self._settings.cache_ttl_seconds,
+        )
+        hit = self._cache.get(plan.key) if plan.read else None
+        ctx.stats.cache = "HIT" if hit is not None else "MISS" if plan.read else "BYPASS"
+        self._metrics.cache_requests.labels(ctx.stats.cache.lower(), "local").inc()
+        if plan.only_if_cached and hit is None:
+            raise GatewayError(
+                grpc.StatusCode.NOT_FOUND,
+                Reason.NOT_CACHED,
+                "no cached answer for this request (CACHE_MODE_ONLY_IF_CACHED)",
+            )
+        return plan, hit
+
+    def _store(
+        self,
+        plan: CachePlan,
+        events: Sequence[StreamEvent],
+        replica: Replica,
+        ctx: RequestContext,
+        seed: int | None,
+    ) -> None:
+        """Keep a finished generation for replay (when the plan allows it)."""
+        if not plan.write:
+            self._metrics.cache_requests.labels("store_skipped", "local").inc()
+            return
+        entry = CachedResponse(
+            events=tuple(events),
+            model=replica.model_id,
+            backend=replica.name,
+            pool=ctx.stats.pool,
+            input_tokens=ctx.stats.input_tokens,
+            seed=seed,
+        )
+        self._cache.put(plan.key, entry, plan.ttl)
+
+    async def _replay_stream(
+        self,
+        context: StreamContext,
+        ctx: RequestContext,
+        prepared: PreparedRequest,
+        hit: CachedResponse,
+    ) -> None:
+        """A cached answer as the same stream: Start (HIT), a Delta per original step, End."""
+        s = ctx.stats
+        s.pool, s.backend, s.model = hit.pool, hit.backend, hit.model
+        s.input_tokens = hit.input_tokens
+        await context.send_initial_metadata(self._initial_metadata(ctx, hit.backend))
+        start = self._start(ctx, hit.model, hit.backend, hit.seed, hit.input_tokens)
+        await context.write(pb.GenerateStreamResponse(start=start))
+        for event in hit.events:
+            delta = messages.delta([event], prepared.tokens)
+            await context.write(pb.GenerateStreamResponse(delta=delta))
+            s.output_tokens += 1
+            if s.first_token_at is None:
+                s.first_token_at = time.monotonic()
+        last = hit.events[-1]
+        s.finish_reason = last.details.finish_reason if last.details else ""
+        now = time.monotonic()
+        end = messages.end(
+            last.details,
+            prompt_tokens=hit.input_tokens,
+            completion_tokens=len(hit.events),
+            queue=0.0,
+            time_to_first_token=(s.first_token_at or now) - ctx.started,
+            total=now - ctx.started,
+            backend_time=0.0,
+        )
+        await context.write(pb.GenerateStreamResponse(end=end))
+
+    async def _replay_unary(
+        self,
+        context: UnaryContext,
+        ctx: RequestContext,
+        prepared: PreparedRequest,
+        hit: CachedResponse,
+    ) -> pb.GenerateResponse:
+        """A cached answer as the same unary response."""
+        s = ctx.stats
+        s.pool, s.backend, s.model = hit.pool, hit.backend, hit.model
+        now = time.monotonic()
+        response = self._response(ctx, prepared, hit.events, hit.model, hit.backend, now, now, 0.0)
+        await context.send_initial_metadata(self._initial_metadata(ctx, hit.backend))
+        return response
 
     # ---- GenerateStream ----------------------------------------------------------------------
 
@@ -481,6 +598,7 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         route: Route,
         pool: Pool,
         prepared: PreparedRequest,
+        plan: CachePlan,
     ) -> None:
         preamble: asyncio.Task[None] | None = None
 
@@ -530,7 +648,8 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
                 on_stall=stalled,
                 on_event=arrived,
             )
-            last = await self._relay(relay, context, ctx, prepared)
+            recorded: list[StreamEvent] = []
+            last = await self._relay(relay, context, ctx, prepared, recorded)
             stats.backend_wait = upstream.backend_time(relay.last_arrival)
             stats.finish_reason = last.details.finish_reason if last.details else ""
             if last.details is not None and last.details.input_length is not None:
@@ -546,6 +665,10 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
                 backend_time=stats.backend_wait,
             )
             await context.write(pb.GenerateStreamResponse(end=end))
+            seed = last.details.seed if last.details else None
+            if prepared.seed is not None:
+                seed = prepared.seed
+            self._store(plan, recorded, upstream.replica, ctx, seed)
         except BackendError as err:
             self._backend_failed(upstream.replica, err)
             raise from_backend_error(
@@ -574,15 +697,23 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         tokens: PromptTokens,
     ) -> None:
         """Initial metadata and Start, once `replica` is certain to serve the call."""
-        await context.send_initial_metadata(self._initial_metadata(ctx, replica, prepared))
+        await context.send_initial_metadata(self._initial_metadata(ctx, replica.name))
         ctx.stats.input_tokens = await tokens.get() or 0
-        start = self._start(ctx, replica, prepared, ctx.stats.input_tokens)
+        start = self._start(
+            ctx, replica.model_id, replica.name, prepared.seed, ctx.stats.input_tokens
+        )
         await context.write(pb.GenerateStreamResponse(start=start))
 
     async def _relay(
-        self, relay: Relay, context: StreamContext, ctx: RequestContext, prepared: PreparedRequest
+        self,
+        relay: Relay,
+        context: StreamContext,
+        ctx: RequestContext,
+        prepared: PreparedRequest,
+        recorded: list[StreamEvent],
     ) -> StreamEvent:
-        """Write every batch of events as one Delta; returns the last event."""
+        """Write every batch of events as one Delta, and add the events to `recorded`; returns
+        the last event."""
         stats = ctx.stats
         last: StreamEvent | None = None
         async for batch in relay:
@@ -590,6 +721,7 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
                 pb.GenerateStreamResponse(delta=messages.delta(batch, prepared.tokens))
             )
             stats.output_tokens += len(batch)
+            recorded.extend(batch)
             if len(batch) > 1:
                 stats.merged_events += len(batch)
                 self._metrics.merged_events.inc(len(batch))
@@ -606,7 +738,12 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
     # ---- Generate ----------------------------------------------------------------------------
 
     async def _unary(
-        self, context: UnaryContext, ctx: RequestContext, pool: Pool, prepared: PreparedRequest
+        self,
+        context: UnaryContext,
+        ctx: RequestContext,
+        pool: Pool,
+        prepared: PreparedRequest,
+        plan: CachePlan,
     ) -> pb.GenerateResponse:
         upstream = await self._open(pool, prepared, ctx, count_tokens=False)
         stats = ctx.stats
@@ -623,15 +760,36 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
             upstream.close()
         now = time.monotonic()  # the last event has just arrived
         stats.backend_wait = upstream.backend_time(now)
+        replica = upstream.replica
+        response = self._response(
+            ctx, prepared, events, replica.model_id, replica.name, upstream.first_at, now,
+            stats.backend_wait,
+        )  # fmt: skip
+        seed = response.start.seed if response.start.HasField("seed") else None
+        self._store(plan, events, replica, ctx, seed)
+        await context.send_initial_metadata(self._initial_metadata(ctx, replica.name))
+        return response
+
+    def _response(
+        self,
+        ctx: RequestContext,
+        prepared: PreparedRequest,
+        events: Sequence[StreamEvent],
+        model: str,
+        backend: str,
+        first_at: float,
+        now: float,
+        backend_time: float,
+    ) -> pb.GenerateResponse:
+        """The unary response of a finished generation (fresh or cached)."""
+        stats = ctx.stats
         stats.output_tokens = len(events)
-        stats.first_token_at = upstream.first_at
-        last = events[-1]
-        details = last.details
+        stats.first_token_at = first_at
+        details = events[-1].details
         stats.finish_reason = details.finish_reason if details else ""
         stats.input_tokens = (details.input_length or 0) if details else 0
-        start = self._start(ctx, upstream.replica, prepared, stats.input_tokens)
-        if details is not None and details.seed is not None:
-            start.seed = details.seed
+        seed = details.seed if details is not None and details.seed is not None else prepared.seed
+        start = self._start(ctx, model, backend, seed, stats.input_tokens)
         response = pb.GenerateResponse(
             start=start,
             text=messages.visible_text(events),
@@ -640,19 +798,24 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
                 prompt_tokens=stats.input_tokens,
                 completion_tokens=len(events),
                 queue=stats.queue_seconds,
-                time_to_first_token=upstream.first_at - ctx.started,
+                time_to_first_token=first_at - ctx.started,
                 total=now - ctx.started,
-                backend_time=stats.backend_wait,
+                backend_time=backend_time,
             ),
         )
         if prepared.tokens:
             response.tokens.extend(messages.token(e) for e in events)
-        await context.send_initial_metadata(self._initial_metadata(ctx, upstream.replica, prepared))
         return response
 
 
 # Failures that say something about the replica (not about the request, nor a full backend).
 _REPLICA_FAULTS = frozenset({"unavailable", "timeout", "protocol"})
+_CACHE_STATUS = {
+    "": pb.CACHE_STATUS_UNSPECIFIED,
+    "MISS": pb.CACHE_STATUS_MISS,
+    "HIT": pb.CACHE_STATUS_HIT,
+    "BYPASS": pb.CACHE_STATUS_BYPASS,
+}
 _REJECTIONS = frozenset(
     {
         Reason.API_KEY_MISSING,

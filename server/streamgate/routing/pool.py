@@ -45,6 +45,15 @@ class Pool:
         chosen.circuit.on_send()
         return chosen
 
+    def model_identity(self) -> str:
+        """The model its replicas serve: ids and revisions from /info (sorted, deduplicated),
+        so that a new model revision never answers from an older one's cache entries."""
+        ids = {
+            f"{r.info.model_id}@{r.info.model_sha or ''}" if r.info is not None else r.model_id
+            for r in self.replicas
+        }
+        return ",".join(sorted(ids))
+
     def forget(self, replica: Replica) -> None:
         """Drop what the picker knows of `replica`'s cache (it restarted)."""
         if isinstance(self.picker, PrefixAffinity):

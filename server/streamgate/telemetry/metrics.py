@@ -116,6 +116,20 @@ class GatewayMetrics:
             "streamgate_routed", "Requests by route, rule (empty: the route's own target) and pool",
             ["route", "rule", "pool"], registry=r,
         )  # fmt: skip
+        self.cache_requests = Counter(
+            "streamgate_cache_requests",
+            "Cache outcomes of generation calls (hit, miss, bypass, store_skipped) by tier",
+            ["result", "tier"], registry=r,
+        )  # fmt: skip
+        self.cache_entries = Gauge(
+            "streamgate_cache_entries", "Entries in the cache", ["tier"], registry=r
+        )
+        self.cache_bytes = Gauge(
+            "streamgate_cache_bytes", "Estimated bytes of the cache's entries", ["tier"], registry=r
+        )
+        self.cache_evictions = Counter(
+            "streamgate_cache_evictions", "Entries dropped to make room", ["tier"], registry=r
+        )
         self.retries = Counter(
             "streamgate_retries", "Requests retried on another backend", ["route"], registry=r
         )
