@@ -341,11 +341,10 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
 
     def _route(self, request: GenerationRequest, ctx: RequestContext, caller: Caller) -> Route:
         name = request.model or ctx.route_hint
-        authorize(
-            caller, name or self._topology.routes.default
-        )  # before the route's existence shows
+        routes = self._topology.routes
+        authorize(caller, name or routes.default)  # before the route's existence shows
         try:
-            route = self._topology.routes.resolve(name)
+            route = routes.resolve(name)
         except RouteNotFound as err:
             raise GatewayError(
                 grpc.StatusCode.NOT_FOUND,
