@@ -7,7 +7,15 @@ from typing import Any
 
 import grpc
 import pytest
-from test_gateway_support import Fake, Gateway, engine_backend, expect_failure, read_stream
+from test_gateway_support import (
+    Fake,
+    Gateway,
+    engine_backend,
+    expect_failure,
+    failure,
+    read_stream,
+    wait_for,
+)
 
 from streamgate.api.v1 import generation_pb2 as pb
 from streamgate.tenancy import hash_key
@@ -132,3 +140,79 @@ def test_cache_metrics(gateway: Gateway) -> None:
         lambda: gateway.stub().Generate(pb.GenerateRequest(prompt="x"), metadata=())
     )
     assert unknown.code == grpc.StatusCode.UNAUTHENTICATED  # the cache is behind auth
+
+
+# ---- single-flight coalescing -------------------------------------------------------------------
+
+SLOW = "mode:normal delay=0.05"  # 20 tokens a second: identical calls overlap
+
+
+def start_calls(gateway: Gateway, prompt: str, n: int, tokens: int = 20) -> list[Any]:
+    """`n` identical calls, each past its Start (so all have joined the one generation)."""
+    request = pb.GenerateStreamRequest(
+        prompt=prompt, stopping=pb.StoppingCriteria(max_new_tokens=tokens)
+    )
+    metadata = (("authorization", f"Bearer {KEYS['a']}"),)
+    stub = gateway.stub()
+    calls = []
+    for _ in range(n):
+        call = stub.GenerateStream(request, metadata=metadata)
+        messages = iter(call)
+        start = next(messages)
+        assert start.WhichOneof("event") == "start"
+        calls.append((call, messages, start.start))
+    return calls
+
+
+def finish(messages: Any) -> tuple[int, pb.End | None, str]:
+    """Read the rest of a started call: (deltas, End, error reason)."""
+    deltas, end = 0, None
+    try:
+        for message in messages:
+            if message.HasField("delta"):
+                deltas += 1
+            elif message.HasField("end"):
+                end = message.end
+    except grpc.RpcError as err:
+        return deltas, None, failure(err).reason
+    return deltas, end, ""
+
+
+def test_identical_requests_share_one_generation(gateway: Gateway, fake: Fake) -> None:
+    before = requests_seen(fake)
+    calls = start_calls(gateway, f"{SLOW} shared", 10)
+    results = [finish(messages) for _, messages, _ in calls]
+    assert requests_seen(fake) == before + 1  # one backend generation for 10 callers
+    assert [start.cache_status for _, _, start in calls] == [pb.CACHE_STATUS_MISS] + [
+        pb.CACHE_STATUS_COALESCED
+    ] * 9
+    for deltas, end, error in results:  # every step, from the start
+        assert (deltas, error) == (20, "") and end is not None
+        assert (end.usage, end.finish_reason) == (results[0][1].usage, results[0][1].finish_reason)
+
+
+def test_a_follower_leaving_and_the_leader_leaving_do_not_stop_the_others(
+    gateway: Gateway, fake: Fake
+) -> None:
+    before = requests_seen(fake)
+    (leader, _, _), (quitter, _, _), *stayers = start_calls(gateway, f"{SLOW} carry on", 4)
+    quitter.cancel()
+    leader.cancel()
+    for _, messages, _ in stayers:
+        deltas, end, error = finish(messages)
+        assert (deltas, error) == (20, "") and end is not None
+    assert requests_seen(fake) == before + 1
+
+
+def test_when_everybody_leaves_the_backend_stream_is_closed(gateway: Gateway, fake: Fake) -> None:
+    disconnects = fake.stats()["disconnects"]
+    calls = start_calls(gateway, f"{SLOW} everybody leaves", 3, tokens=400)
+    for call, _, _ in calls:
+        call.cancel()
+    wait_for(lambda: fake.stats()["disconnects"] > disconnects, "the backend stream to close")
+
+
+def test_a_failure_reaches_every_caller(gateway: Gateway) -> None:
+    calls = start_calls(gateway, "mode:error_mid_stream after=10 delay=0.05", 3)
+    reasons = {finish(messages)[2] for _, messages, _ in calls}
+    assert reasons == {"BACKEND_GENERATION_FAILED"}

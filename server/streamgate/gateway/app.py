@@ -276,6 +276,7 @@ async def _start(config: GatewayConfig, stack: AsyncExitStack) -> RunningGateway
         metrics,
         on_backend_failure=monitor.check_soon,
     )
+    stack.push_async_callback(service.close)
     server = create_server(config.listen)
     pb_grpc.add_GenerationServiceServicer_to_server(service, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

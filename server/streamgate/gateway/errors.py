@@ -86,6 +86,8 @@ class Reason(StrEnum):
     """The tenant's (or key's) concurrent streams limit."""
     REQUEST_OVER_QUOTA = "REQUEST_OVER_QUOTA"
     """The request alone reserves more tokens than the per-minute limit: it can never pass."""
+    GENERATION_ABANDONED = "GENERATION_ABANDONED"
+    """The identical request this call had joined was cancelled before its first token."""
     QUEUE_FULL = "QUEUE_FULL"
     QUEUE_TIMEOUT = "QUEUE_TIMEOUT"
     """Waited the longest queue time (or the caller's deadline) for an upstream slot."""

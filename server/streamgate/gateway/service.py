@@ -31,6 +31,7 @@ from streamgate.gateway.caching import CachePlan, plan_cache
 from streamgate.gateway.calls import ActiveCall, CallRegistry
 from streamgate.gateway.context import RequestContext
 from streamgate.gateway.errors import GatewayError, Reason, from_backend_error, internal_error
+from streamgate.gateway.flight import Flight, FlightMeta
 from streamgate.gateway.prepare import PreparedRequest, prepare
 from streamgate.gateway.relay import Relay, StreamStalled
 from streamgate.gateway.shadow import ShadowSender
@@ -38,6 +39,7 @@ from streamgate.gateway.topology import Topology
 from streamgate.gateway.upstream import PromptTokens, Upstream, open_upstream
 from streamgate.gateway.validate import GenerationRequest, RequestLimits
 from streamgate.routing import Facts, Pool, Replica, Route, RouteNotFound
+from streamgate.tasks import cancel_and_wait
 from streamgate.telemetry.logging import compact, get_logger
 from streamgate.telemetry.metrics import GatewayMetrics
 from streamgate.tenancy import Caller, Tenancy
@@ -114,6 +116,9 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         on_backend_failure: Callable[[Replica], None] | None = None,
     ) -> None:
         self._cache = cache
+        self._flights: dict[bytes, Flight] = {}
+        """Cacheable generations under way, by cache key (followers join them)."""
+        self._carried_on: set[asyncio.Task[None]] = set()
         self._topology = topology
         self._shadow = shadow
         self._settings = settings
@@ -126,6 +131,10 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
     def use(self, topology: Topology) -> None:
         """Route new calls with `topology` (a reload); running calls keep what they chose."""
         self._topology = topology
+
+    async def close(self) -> None:
+        """Stop generations that went on for followers after their first caller left."""
+        await cancel_and_wait(self._carried_on)
 
     # ---- RPCs --------------------------------------------------------------------------------
 
@@ -144,14 +153,32 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
             if hit is not None:
                 await self._replay_stream(context, ctx, prepared, hit)
                 return
-            await self._admitted(
-                caller,
-                route,
-                prepared,
-                ctx,
-                lambda: self._stream(request, context, ctx, call, route, pool, prepared, plan),
-                shadow,
-            )
+            running = self._flights.get(plan.key) if plan.write else None
+            if running is not None:
+                await self._follow(context, ctx, prepared, running)
+                return
+            flight = Flight() if plan.write else None
+            if flight is not None:
+                self._flights[plan.key] = flight
+            try:
+                await self._admitted(
+                    caller,
+                    route,
+                    prepared,
+                    ctx,
+                    lambda: self._stream(
+                        request, context, ctx, call, route, pool, prepared, plan, flight
+                    ),
+                    shadow,
+                )
+            except GatewayError as err:
+                if flight is not None:
+                    flight.fail(err)
+                raise
+            finally:
+                if flight is not None and flight.on_empty is None:  # not carried on
+                    flight.fail(_abandoned())
+                    self._forget_flight(plan.key, flight)
 
         await self._run(ctx, context, request, body)
 
@@ -571,6 +598,121 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         )
         await context.write(pb.GenerateStreamResponse(end=end))
 
+    async def _follow(
+        self, context: StreamContext, ctx: RequestContext, prepared: PreparedRequest, flight: Flight
+    ) -> None:
+        """Join an identical generation under way: every event from its start, live."""
+        s = ctx.stats
+        s.cache = "COALESCED"
+        self._metrics.cache_requests.labels("coalesced", "local").inc()
+        flight.join()
+        try:
+            while flight.meta is None and not flight.done:
+                await flight.signal().wait()
+            if flight.meta is None:
+                raise flight.error or _abandoned()
+            meta = flight.meta
+            s.pool, s.backend, s.model, s.input_tokens = (
+                meta.pool, meta.backend, meta.model, meta.input_tokens
+            )  # fmt: skip
+            await context.send_initial_metadata(self._initial_metadata(ctx, meta.backend))
+            start = self._start(ctx, meta.model, meta.backend, meta.seed, meta.input_tokens)
+            await context.write(pb.GenerateStreamResponse(start=start))
+            sent = 0
+            while True:
+                changed = flight.signal()
+                while sent < len(flight.events):
+                    delta = messages.delta([flight.events[sent]], prepared.tokens)
+                    await context.write(pb.GenerateStreamResponse(delta=delta))
+                    sent += 1
+                    s.output_tokens = sent
+                    if s.first_token_at is None:
+                        s.first_token_at = time.monotonic()
+                if flight.done:
+                    break
+                await changed.wait()
+            if flight.error is not None:
+                err = flight.error
+                raise GatewayError(
+                    err.code, err.reason, err.message, violations=err.violations,
+                    metadata=err.metadata, tokens_sent=sent, backend=err.backend,
+                    retry_after=err.retry_after,
+                )  # fmt: skip
+            last = flight.events[-1]
+            s.finish_reason = last.details.finish_reason if last.details else ""
+            now = time.monotonic()
+            end = messages.end(
+                last.details,
+                prompt_tokens=meta.input_tokens,
+                completion_tokens=len(flight.events),
+                queue=0.0,
+                time_to_first_token=(s.first_token_at or now) - ctx.started,
+                total=now - ctx.started,
+                backend_time=0.0,
+            )
+            await context.write(pb.GenerateStreamResponse(end=end))
+        finally:
+            flight.leave()
+
+    def _carry_on(
+        self,
+        flight: Flight,
+        plan: CachePlan,
+        relay: Relay,
+        upstream: Upstream,
+        *,
+        seed: int | None,
+    ) -> None:
+        """Keep reading a generation whose first caller left, for its followers; stop when the
+        last of them leaves."""
+
+        async def run() -> None:
+            try:
+                async for batch in relay:
+                    flight.publish(batch)
+                last = flight.events[-1]
+                if last.details is not None and last.details.seed is not None and seed is None:
+                    final_seed: int | None = last.details.seed
+                else:
+                    final_seed = seed
+                entry = CachedResponse(
+                    events=tuple(flight.events),
+                    model=upstream.replica.model_id,
+                    backend=upstream.replica.name,
+                    pool=flight.meta.pool if flight.meta else "",
+                    input_tokens=flight.meta.input_tokens if flight.meta else 0,
+                    seed=final_seed,
+                )
+                self._cache.put(plan.key, entry, plan.ttl)
+                flight.finish()
+            except BackendError as err:
+                self._backend_failed(upstream.replica, err)
+                flight.fail(
+                    from_backend_error(err, tokens_sent=0, deadline_passed=False, chat=False)
+                )
+            finally:
+                await relay.close()
+
+        def ended(task: asyncio.Task[None]) -> None:
+            # Here, not in run(): a task cancelled before it started never runs its body.
+            self._carried_on.discard(task)
+            upstream.close()
+            flight.fail(_abandoned())  # no-op when it finished
+            self._forget_flight(plan.key, flight)
+
+        task = asyncio.create_task(run(), name="carried-on-generation")
+        self._carried_on.add(task)
+        task.add_done_callback(ended)
+
+        def stop() -> None:
+            task.cancel()  # nobody is left: close the backend stream
+
+        flight.on_empty = stop
+
+    def _forget_flight(self, key: bytes, flight: Flight) -> None:
+        if self._flights.get(key) is flight:
+            del self._flights[key]
+
     async def _replay_unary(
         self,
         context: UnaryContext,
@@ -598,6 +740,7 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         pool: Pool,
         prepared: PreparedRequest,
         plan: CachePlan,
+        flight: Flight | None,
     ) -> None:
         preamble: asyncio.Task[None] | None = None
 
@@ -615,12 +758,24 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
                 await _settle(preamble)  # its messages go out before the status
         stats = ctx.stats
         relay: Relay | None = None
+        carried_on = False
         try:
             if preamble is not None:
                 await preamble
             else:
                 await self._preamble(
                     context, ctx, prepared, upstream.replica, upstream.prompt_tokens
+                )
+            replica = upstream.replica
+            if flight is not None:
+                flight.start(
+                    FlightMeta(
+                        replica.model_id,
+                        replica.name,
+                        stats.pool,
+                        stats.input_tokens,
+                        prepared.seed,
+                    )
                 )
 
             itl = self._metrics.inter_token.labels(route.name)
@@ -647,8 +802,10 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
                 on_stall=stalled,
                 on_event=arrived,
             )
-            recorded: list[StreamEvent] = []
-            last = await self._relay(relay, context, ctx, prepared, recorded)
+            recorded: list[StreamEvent] = flight.events if flight is not None else []
+            last = await self._relay(
+                relay, context, ctx, prepared, flight.publish if flight else recorded.extend
+            )
             stats.backend_wait = upstream.backend_time(relay.last_arrival)
             stats.finish_reason = last.details.finish_reason if last.details else ""
             if last.details is not None and last.details.input_length is not None:
@@ -668,6 +825,14 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
             if prepared.seed is not None:
                 seed = prepared.seed
             self._store(plan, recorded, upstream.replica, ctx, seed)
+            if flight is not None:
+                flight.finish()
+        except asyncio.CancelledError:
+            if flight is not None and relay is not None and flight.followers and not flight.done:
+                # The caller left, others wait for the same answer: the generation goes on.
+                carried_on = True
+                self._carry_on(flight, plan, relay, upstream, seed=prepared.seed)
+            raise
         except BackendError as err:
             self._backend_failed(upstream.replica, err)
             raise from_backend_error(
@@ -683,9 +848,11 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         finally:
             if relay is not None:
                 stats.backend_wait = upstream.backend_time(relay.last_arrival)
-                await relay.close()
+                if not carried_on:
+                    await relay.close()
             stats.received_tokens = upstream.stream.tokens_received
-            upstream.close()
+            if not carried_on:
+                upstream.close()
 
     async def _preamble(
         self,
@@ -709,10 +876,9 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         context: StreamContext,
         ctx: RequestContext,
         prepared: PreparedRequest,
-        recorded: list[StreamEvent],
+        record: Callable[[list[StreamEvent]], None],
     ) -> StreamEvent:
-        """Write every batch of events as one Delta, and add the events to `recorded`; returns
-        the last event."""
+        """Write every batch of events as one Delta, and `record` it; returns the last event."""
         stats = ctx.stats
         last: StreamEvent | None = None
         async for batch in relay:
@@ -720,7 +886,7 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
                 pb.GenerateStreamResponse(delta=messages.delta(batch, prepared.tokens))
             )
             stats.output_tokens += len(batch)
-            recorded.extend(batch)
+            record(batch)
             if len(batch) > 1:
                 stats.merged_events += len(batch)
                 self._metrics.merged_events.inc(len(batch))
@@ -809,8 +975,19 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
 
 # Failures that say something about the replica (not about the request, nor a full backend).
 _REPLICA_FAULTS = frozenset({"unavailable", "timeout", "protocol"})
+
+
+def _abandoned() -> GatewayError:
+    return GatewayError(
+        grpc.StatusCode.UNAVAILABLE,
+        Reason.GENERATION_ABANDONED,
+        "the identical request this call joined was cancelled before its first token; retry",
+    )
+
+
 _CACHE_STATUS = {
     "": pb.CACHE_STATUS_UNSPECIFIED,
+    "COALESCED": pb.CACHE_STATUS_COALESCED,
     "MISS": pb.CACHE_STATUS_MISS,
     "HIT": pb.CACHE_STATUS_HIT,
     "BYPASS": pb.CACHE_STATUS_BYPASS,
