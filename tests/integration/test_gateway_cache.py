@@ -17,10 +17,17 @@ from test_gateway_support import (
     wait_for,
 )
 
+from streamgate.api.v1 import admin_pb2 as admin_pb
+from streamgate.api.v1 import admin_pb2_grpc as admin_grpc
 from streamgate.api.v1 import generation_pb2 as pb
 from streamgate.tenancy import hash_key
 
-KEYS = {"a": "sg-cache-a-0123456789", "b": "sg-cache-b-0123456789", "c": "sg-cache-c-012345678"}
+KEYS = {
+    "a": "sg-cache-a-0123456789",
+    "b": "sg-cache-b-0123456789",
+    "c": "sg-cache-c-012345678",
+    "ops": "sg-cache-ops-01234567",
+}
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +41,7 @@ def gateway(fake: Fake, gateways: Callable[..., Gateway]) -> Gateway:
             "keys": [{"name": "k", "sha256": hash_key(KEYS["c"])}],
             "cache_namespace": "tenant:a",
         },
+        {"name": "ops", "keys": [{"name": "k", "sha256": hash_key(KEYS["ops"])}], "admin": True},
     ]
     return gateways(
         {
@@ -216,3 +224,45 @@ def test_a_failure_reaches_every_caller(gateway: Gateway) -> None:
     calls = start_calls(gateway, "mode:error_mid_stream after=10 delay=0.05", 3)
     reasons = {finish(messages)[2] for _, messages, _ in calls}
     assert reasons == {"BACKEND_GENERATION_FAILED"}
+
+
+# ---- the admin service --------------------------------------------------------------------------
+
+
+def admin(gateway: Gateway) -> admin_grpc.AdminServiceStub:
+    return admin_grpc.AdminServiceStub(gateway.channel())
+
+
+def as_tenant(name: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {KEYS[name]}"),)
+
+
+def test_the_admin_service_needs_an_admin_key(gateway: Gateway) -> None:
+    stats = admin_pb.GetCacheStatsRequest()
+    err = expect_failure(lambda: admin(gateway).GetCacheStats(stats, metadata=as_tenant("a")))
+    assert (err.code, err.reason) == (grpc.StatusCode.PERMISSION_DENIED, "NOT_ADMIN")
+    err = expect_failure(lambda: admin(gateway).GetCacheStats(stats))
+    assert err.code == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_stats_and_invalidation(gateway: Gateway) -> None:
+    stub = admin(gateway)
+    stream(gateway, "to invalidate", tenant="a")
+    stream(gateway, "to keep", tenant="b")
+    stats = stub.GetCacheStats(admin_pb.GetCacheStatsRequest(), metadata=as_tenant("ops"))
+    assert stats.enabled and stats.entries >= 2 and stats.hits >= 1 and stats.redis == "disabled"
+    removed = stub.InvalidateCache(
+        admin_pb.InvalidateCacheRequest(tenant="a"), metadata=as_tenant("ops")
+    ).removed
+    assert removed >= 1
+    assert stream(gateway, "to invalidate", tenant="a").start.cache_status == pb.CACHE_STATUS_MISS
+    assert stream(gateway, "to keep", tenant="b").start.cache_status == pb.CACHE_STATUS_HIT
+    bad = expect_failure(
+        lambda: stub.InvalidateCache(
+            admin_pb.InvalidateCacheRequest(key="xyz"), metadata=as_tenant("ops")
+        )
+    )
+    assert bad.code == grpc.StatusCode.INVALID_ARGUMENT and bad.violations[0][0] == "key"
+    stub.InvalidateCache(admin_pb.InvalidateCacheRequest(all=True), metadata=as_tenant("ops"))
+    after = stub.GetCacheStats(admin_pb.GetCacheStatsRequest(), metadata=as_tenant("ops"))
+    assert after.entries == 0 and after.bytes == 0

@@ -50,7 +50,9 @@ def response(n: int, text: str = "x") -> CachedResponse:
         StreamEvent(index=i, token=Token(id=i, text=text, logprob=None, special=False))
         for i in range(n)
     )
-    return CachedResponse(events, model="m", backend="b", pool="p", input_tokens=1, seed=None)
+    return CachedResponse(
+        events, scope="tenant:a", model="m", backend="b", pool="p", input_tokens=1, seed=None
+    )
 
 
 def test_entries_expire_and_are_bounded_by_count_and_bytes() -> None:

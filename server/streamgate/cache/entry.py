@@ -15,6 +15,8 @@ class CachedResponse:
     and who produced it."""
 
     events: tuple[StreamEvent, ...]
+    scope: str
+    """The cache scope it was stored under (for invalidation by namespace or tenant)."""
     model: str
     backend: str
     pool: str

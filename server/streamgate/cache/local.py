@@ -29,6 +29,7 @@ class LocalCache:
             max_entries, callback=self._evicted
         )
         self.bytes = 0
+        self.evictions = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -54,12 +55,18 @@ class LocalCache:
         while self.bytes > self.max_bytes and len(self._entries):
             _, (_, old) = self._entries.popitem(least_recent=True)
             self.bytes -= old.size
-            if self._on_evict is not None:
-                self._on_evict()
+            self._count_eviction()
 
     def invalidate(self, key: bytes) -> bool:
         """Drop the entry of `key`; True if there was one."""
         return self._drop(key)
+
+    def invalidate_where(self, matches: Callable[[CachedResponse], bool]) -> int:
+        """Drop every entry for which `matches` holds; how many."""
+        keys = [key for key, (_, response) in self._entries.items() if matches(response)]
+        for key in keys:
+            self._drop(key)
+        return len(keys)
 
     def clear(self) -> int:
         """Drop everything; how many entries there were."""
@@ -78,5 +85,9 @@ class LocalCache:
     def _evicted(self, key: bytes, item: tuple[float, CachedResponse]) -> None:
         # Called by lru-dict when the entry count is over its size.
         self.bytes -= item[1].size
+        self._count_eviction()
+
+    def _count_eviction(self) -> None:
+        self.evictions += 1
         if self._on_evict is not None:
             self._on_evict()

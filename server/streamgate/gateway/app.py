@@ -26,6 +26,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 
 from streamgate.admission import AdmissionQueue
+from streamgate.api.v1 import admin_pb2 as admin_pb
+from streamgate.api.v1 import admin_pb2_grpc as admin_grpc
 from streamgate.api.v1 import generation_pb2 as pb
 from streamgate.api.v1 import generation_pb2_grpc as pb_grpc
 from streamgate.cache import LocalCache
@@ -35,6 +37,7 @@ from streamgate.config import (
     ConfigError,
     GatewayConfig,
 )
+from streamgate.gateway.admin import AdminService
 from streamgate.gateway.calls import ActiveCall, CallRegistry
 from streamgate.gateway.embedded import EmbeddedEngine
 from streamgate.gateway.errors import GatewayError, Reason
@@ -54,11 +57,19 @@ from streamgate.telemetry.logging import configure_logging, get_logger
 from streamgate.telemetry.metrics import GatewayMetrics, MetricsServer
 from streamgate.tenancy import Tenancy
 
-__all__ = ["GENERATION_SERVICE", "HEALTH_SERVICE", "RunningGateway", "serve", "start_gateway"]
+__all__ = [
+    "ADMIN_SERVICE",
+    "GENERATION_SERVICE",
+    "HEALTH_SERVICE",
+    "RunningGateway",
+    "serve",
+    "start_gateway",
+]
 
 log = get_logger(__name__)
 
 GENERATION_SERVICE: str = pb.DESCRIPTOR.services_by_name["GenerationService"].full_name
+ADMIN_SERVICE: str = admin_pb.DESCRIPTOR.services_by_name["AdminService"].full_name
 HEALTH_SERVICE = "grpc.health.v1.Health"
 # After the grace period, interrupted calls get this long to send their status.
 _INTERRUPT_WAIT_SECONDS = 5.0
@@ -279,8 +290,9 @@ async def _start(config: GatewayConfig, stack: AsyncExitStack) -> RunningGateway
     stack.push_async_callback(service.close)
     server = create_server(config.listen)
     pb_grpc.add_GenerationServiceServicer_to_server(service, server)
+    admin_grpc.add_AdminServiceServicer_to_server(AdminService(tenancy, cache, service), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    enable_reflection(server, [GENERATION_SERVICE, HEALTH_SERVICE])
+    enable_reflection(server, [GENERATION_SERVICE, ADMIN_SERVICE, HEALTH_SERVICE])
     address = listen(server, config.listen)
     await server.start()
     stack.push_async_callback(server.stop, None)

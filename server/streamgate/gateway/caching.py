@@ -25,6 +25,7 @@ class CachePlan:
     """The cache decisions of one request."""
 
     key: bytes
+    scope: str
     read: bool
     write: bool
     ttl: float
@@ -66,6 +67,7 @@ def plan_cache(
     bypass = not enabled or control.mode == pb.CACHE_MODE_BYPASS
     return CachePlan(
         key=key,
+        scope=scope,
         read=not bypass,
         write=(
             not bypass

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -116,6 +117,8 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         on_backend_failure: Callable[[Replica], None] | None = None,
     ) -> None:
         self._cache = cache
+        self.cache_counts: Counter[str] = Counter()
+        """Cache outcomes so far (hit, miss, bypass, coalesced), for GetCacheStats."""
         self._flights: dict[bytes, Flight] = {}
         """Cacheable generations under way, by cache key (followers join them)."""
         self._carried_on: set[asyncio.Task[None]] = set()
@@ -131,6 +134,11 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
     def use(self, topology: Topology) -> None:
         """Route new calls with `topology` (a reload); running calls keep what they chose."""
         self._topology = topology
+
+    @property
+    def cache_enabled(self) -> bool:
+        """The cache is on."""
+        return self._settings.cache_enabled
 
     async def close(self) -> None:
         """Stop generations that went on for followers after their first caller left."""
@@ -534,6 +542,7 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         hit = self._cache.get(plan.key) if plan.read else None
         ctx.stats.cache = "HIT" if hit is not None else "MISS" if plan.read else "BYPASS"
         self._metrics.cache_requests.labels(ctx.stats.cache.lower(), "local").inc()
+        self.cache_counts[ctx.stats.cache.lower()] += 1
         if plan.only_if_cached and hit is None:
             raise GatewayError(
                 grpc.StatusCode.NOT_FOUND,
@@ -556,6 +565,7 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
             return
         entry = CachedResponse(
             events=tuple(events),
+            scope=plan.scope,
             model=replica.model_id,
             backend=replica.name,
             pool=ctx.stats.pool,
@@ -605,6 +615,7 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         s = ctx.stats
         s.cache = "COALESCED"
         self._metrics.cache_requests.labels("coalesced", "local").inc()
+        self.cache_counts["coalesced"] += 1
         flight.join()
         try:
             while flight.meta is None and not flight.done:
@@ -677,6 +688,7 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
                     final_seed = seed
                 entry = CachedResponse(
                     events=tuple(flight.events),
+                    scope=plan.scope,
                     model=upstream.replica.model_id,
                     backend=upstream.replica.name,
                     pool=flight.meta.pool if flight.meta else "",
