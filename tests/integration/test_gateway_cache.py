@@ -266,3 +266,11 @@ def test_stats_and_invalidation(gateway: Gateway) -> None:
     stub.InvalidateCache(admin_pb.InvalidateCacheRequest(all=True), metadata=as_tenant("ops"))
     after = stub.GetCacheStats(admin_pb.GetCacheStatsRequest(), metadata=as_tenant("ops"))
     assert after.entries == 0 and after.bytes == 0
+
+
+def test_a_sampled_answer_is_stored_when_the_request_opts_in(gateway: Gateway) -> None:
+    sampled = pb.SamplingParameters(do_sample=True, temperature=0.7)
+    opt_in = pb.CacheControl(store_sampled=True)
+    stream(gateway, "opted in", sampling=sampled, cache=opt_in)
+    again = stream(gateway, "opted in", sampling=sampled, cache=opt_in)
+    assert again.start.cache_status == pb.CACHE_STATUS_HIT

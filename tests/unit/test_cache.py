@@ -119,7 +119,12 @@ def test_cache_modes(mode: int, read: bool, write: bool) -> None:
         pb.CacheControl(mode=mode), prepared(temperature=0.5), caller, "r", pool,  # type: ignore[arg-type]
         enabled=True, default_ttl=60,
     )  # fmt: skip
-    assert not sampled.write  # never stored without a seed
+    assert not sampled.write  # not stored without a seed...
+    opted_in = plan_cache(
+        pb.CacheControl(mode=mode, store_sampled=True), prepared(temperature=0.5), caller, "r",  # type: ignore[arg-type]
+        pool, enabled=True, default_ttl=60,
+    )  # fmt: skip
+    assert opted_in.write == write  # ...unless the request opts in
 
 
 def test_a_request_namespace_stays_inside_the_tenants_scope() -> None:

@@ -1,9 +1,10 @@
 """Whether and how a request uses the exact cache (docs/api.md, "Cache").
 
 Read unless the request bypasses the cache. Written only when the answer is deterministic
-(greedy, or sampling with an explicit seed), the request allows it (not `no_store`), and the
-stream finished normally. The scope is the tenant's cache namespace, narrowed by the request's
-`cache.namespace`: a request can share entries only within its tenant's scope.
+(greedy, or sampling with an explicit seed) or the request opts in (`store_sampled`), the
+request allows it (not `no_store`), and the stream finished normally. The scope is the
+tenant's cache namespace, narrowed by the request's `cache.namespace`: a request can share
+entries only within its tenant's scope.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def plan_cache(
         write=(
             not bypass
             and control.mode != pb.CACHE_MODE_NO_STORE
-            and deterministic(prepared.parameters)
+            and (deterministic(prepared.parameters) or control.store_sampled)
         ),
         ttl=float(control.ttl_seconds or default_ttl),
         only_if_cached=control.mode == pb.CACHE_MODE_ONLY_IF_CACHED,

@@ -24,19 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1estreamgate/v1/generation.proto\x12\rstreamgate.v1\"\xb0\x02\n\x15GenerateStreamRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x06prompt\x18\x02 \x01(\tH\x00\x12\'\n\x04\x63hat\x18\x03 \x01(\x0b\x32\x17.streamgate.v1.MessagesH\x00\x12\x33\n\x08sampling\x18\x04 \x01(\x0b\x32!.streamgate.v1.SamplingParameters\x12\x31\n\x08stopping\x18\x05 \x01(\x0b\x32\x1f.streamgate.v1.StoppingCriteria\x12\x30\n\x08response\x18\x06 \x01(\x0b\x32\x1e.streamgate.v1.ResponseOptions\x12*\n\x05\x63\x61\x63he\x18\x07 \x01(\x0b\x32\x1b.streamgate.v1.CacheControlB\x07\n\x05input\"\xaa\x02\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x06prompt\x18\x02 \x01(\tH\x00\x12\'\n\x04\x63hat\x18\x03 \x01(\x0b\x32\x17.streamgate.v1.MessagesH\x00\x12\x33\n\x08sampling\x18\x04 \x01(\x0b\x32!.streamgate.v1.SamplingParameters\x12\x31\n\x08stopping\x18\x05 \x01(\x0b\x32\x1f.streamgate.v1.StoppingCriteria\x12\x30\n\x08response\x18\x06 \x01(\x0b\x32\x1e.streamgate.v1.ResponseOptions\x12*\n\x05\x63\x61\x63he\x18\x07 \x01(\x0b\x32\x1b.streamgate.v1.CacheControlB\x07\n\x05input\"r\n\x08Messages\x12(\n\x08messages\x18\x01 \x03(\x0b\x32\x16.streamgate.v1.Message\x12\"\n\x15\x61\x64\x64_generation_prompt\x18\x02 \x01(\x08H\x00\x88\x01\x01\x42\x18\n\x16_add_generation_prompt\"(\n\x07Message\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xd0\x02\n\x12SamplingParameters\x12\x16\n\tdo_sample\x18\x01 \x01(\x08H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_k\x18\x03 \x01(\rH\x02\x88\x01\x01\x12\x12\n\x05top_p\x18\x04 \x01(\x02H\x03\x88\x01\x01\x12\x16\n\ttypical_p\x18\x05 \x01(\x02H\x04\x88\x01\x01\x12\x1f\n\x12repetition_penalty\x18\x06 \x01(\x02H\x05\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\x07 \x01(\x02H\x06\x88\x01\x01\x12\x11\n\x04seed\x18\x08 \x01(\x04H\x07\x88\x01\x01\x42\x0c\n\n_do_sampleB\x0e\n\x0c_temperatureB\x08\n\x06_top_kB\x08\n\x06_top_pB\x0c\n\n_typical_pB\x15\n\x13_repetition_penaltyB\x14\n\x12_frequency_penaltyB\x07\n\x05_seed\"\x98\x01\n\x10StoppingCriteria\x12\x1b\n\x0emax_new_tokens\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x16\n\x0estop_sequences\x18\x02 \x03(\t\x12\"\n\x15truncate_input_tokens\x18\x03 \x01(\rH\x01\x88\x01\x01\x42\x11\n\x0f_max_new_tokensB\x18\n\x16_truncate_input_tokens\"7\n\x0fResponseOptions\x12\x0e\n\x06tokens\x18\x01 \x01(\x08\x12\x14\n\x0ctop_n_tokens\x18\x02 \x01(\r\"^\n\x0c\x43\x61\x63heControl\x12&\n\x04mode\x18\x01 \x01(\x0e\x32\x18.streamgate.v1.CacheMode\x12\x13\n\x0bttl_seconds\x18\x02 \x01(\r\x12\x11\n\tnamespace\x18\x03 \x01(\t\"\x92\x01\n\x16GenerateStreamResponse\x12%\n\x05start\x18\x01 \x01(\x0b\x32\x14.streamgate.v1.StartH\x00\x12%\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x14.streamgate.v1.DeltaH\x00\x12!\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x12.streamgate.v1.EndH\x00\x42\x07\n\x05\x65vent\"\xbc\x01\n\x05Start\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\r\n\x05route\x18\x03 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\x30\n\x0c\x63\x61\x63he_status\x18\x05 \x01(\x0e\x32\x1a.streamgate.v1.CacheStatus\x12\x14\n\x0cinput_tokens\x18\x06 \x01(\r\x12\x11\n\x04seed\x18\x07 \x01(\x04H\x00\x88\x01\x01\x12\x0c\n\x04pool\x18\x08 \x01(\tB\x07\n\x05_seed\";\n\x05\x44\x65lta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12$\n\x06tokens\x18\x02 \x03(\x0b\x32\x14.streamgate.v1.Token\"p\n\x05Token\x12\n\n\x02id\x18\x01 \x01(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x0f\n\x07logprob\x18\x03 \x01(\x02\x12\x0f\n\x07special\x18\x04 \x01(\x08\x12+\n\ntop_tokens\x18\x05 \x03(\x0b\x32\x17.streamgate.v1.TopToken\"5\n\x08TopToken\x12\n\n\x02id\x18\x01 \x01(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x0f\n\x07logprob\x18\x03 \x01(\x02\"\x87\x01\n\x03\x45nd\x12\x32\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x1b.streamgate.v1.FinishReason\x12#\n\x05usage\x18\x02 \x01(\x0b\x32\x14.streamgate.v1.Usage\x12\'\n\x07timings\x18\x03 \x01(\x0b\x32\x16.streamgate.v1.Timings\"W\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x03 \x01(\r\"~\n\x07Timings\x12\x15\n\rqueue_seconds\x18\x01 \x01(\x01\x12#\n\x1btime_to_first_token_seconds\x18\x02 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x03 \x01(\x01\x12 \n\x18gateway_overhead_seconds\x18\x04 \x01(\x01\"\x8c\x01\n\x10GenerateResponse\x12#\n\x05start\x18\x01 \x01(\x0b\x32\x14.streamgate.v1.Start\x12\x0c\n\x04text\x18\x02 \x01(\t\x12$\n\x06tokens\x18\x03 \x03(\x0b\x32\x14.streamgate.v1.Token\x12\x1f\n\x03\x65nd\x18\x04 \x01(\x0b\x32\x12.streamgate.v1.End\"\x13\n\x11ListModelsRequest\":\n\x12ListModelsResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.streamgate.v1.Model\"r\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x65\x66\x61ult\x18\x02 \x01(\x08\x12\x16\n\x0e\x62\x61\x63kend_models\x18\x03 \x03(\t\x12\x18\n\x10max_input_tokens\x18\x04 \x01(\r\x12\x18\n\x10max_total_tokens\x18\x05 \x01(\r*v\n\tCacheMode\x12\x1a\n\x16\x43\x41\x43HE_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43\x41\x43HE_MODE_BYPASS\x10\x01\x12\x17\n\x13\x43\x41\x43HE_MODE_NO_STORE\x10\x02\x12\x1d\n\x19\x43\x41\x43HE_MODE_ONLY_IF_CACHED\x10\x03*\x8d\x01\n\x0b\x43\x61\x63heStatus\x12\x1c\n\x18\x43\x41\x43HE_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43\x41\x43HE_STATUS_MISS\x10\x01\x12\x14\n\x10\x43\x41\x43HE_STATUS_HIT\x10\x02\x12\x1a\n\x16\x43\x41\x43HE_STATUS_COALESCED\x10\x03\x12\x17\n\x13\x43\x41\x43HE_STATUS_BYPASS\x10\x04*\x85\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x01\x12\x1b\n\x17\x46INISH_REASON_EOS_TOKEN\x10\x02\x12\x1f\n\x1b\x46INISH_REASON_STOP_SEQUENCE\x10\x03\x32\x94\x02\n\x11GenerationService\x12_\n\x0eGenerateStream\x12$.streamgate.v1.GenerateStreamRequest\x1a%.streamgate.v1.GenerateStreamResponse0\x01\x12K\n\x08Generate\x12\x1e.streamgate.v1.GenerateRequest\x1a\x1f.streamgate.v1.GenerateResponse\x12Q\n\nListModels\x12 .streamgate.v1.ListModelsRequest\x1a!.streamgate.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1estreamgate/v1/generation.proto\x12\rstreamgate.v1\"\xb0\x02\n\x15GenerateStreamRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x06prompt\x18\x02 \x01(\tH\x00\x12\'\n\x04\x63hat\x18\x03 \x01(\x0b\x32\x17.streamgate.v1.MessagesH\x00\x12\x33\n\x08sampling\x18\x04 \x01(\x0b\x32!.streamgate.v1.SamplingParameters\x12\x31\n\x08stopping\x18\x05 \x01(\x0b\x32\x1f.streamgate.v1.StoppingCriteria\x12\x30\n\x08response\x18\x06 \x01(\x0b\x32\x1e.streamgate.v1.ResponseOptions\x12*\n\x05\x63\x61\x63he\x18\x07 \x01(\x0b\x32\x1b.streamgate.v1.CacheControlB\x07\n\x05input\"\xaa\x02\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x06prompt\x18\x02 \x01(\tH\x00\x12\'\n\x04\x63hat\x18\x03 \x01(\x0b\x32\x17.streamgate.v1.MessagesH\x00\x12\x33\n\x08sampling\x18\x04 \x01(\x0b\x32!.streamgate.v1.SamplingParameters\x12\x31\n\x08stopping\x18\x05 \x01(\x0b\x32\x1f.streamgate.v1.StoppingCriteria\x12\x30\n\x08response\x18\x06 \x01(\x0b\x32\x1e.streamgate.v1.ResponseOptions\x12*\n\x05\x63\x61\x63he\x18\x07 \x01(\x0b\x32\x1b.streamgate.v1.CacheControlB\x07\n\x05input\"r\n\x08Messages\x12(\n\x08messages\x18\x01 \x03(\x0b\x32\x16.streamgate.v1.Message\x12\"\n\x15\x61\x64\x64_generation_prompt\x18\x02 \x01(\x08H\x00\x88\x01\x01\x42\x18\n\x16_add_generation_prompt\"(\n\x07Message\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xd0\x02\n\x12SamplingParameters\x12\x16\n\tdo_sample\x18\x01 \x01(\x08H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_k\x18\x03 \x01(\rH\x02\x88\x01\x01\x12\x12\n\x05top_p\x18\x04 \x01(\x02H\x03\x88\x01\x01\x12\x16\n\ttypical_p\x18\x05 \x01(\x02H\x04\x88\x01\x01\x12\x1f\n\x12repetition_penalty\x18\x06 \x01(\x02H\x05\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\x07 \x01(\x02H\x06\x88\x01\x01\x12\x11\n\x04seed\x18\x08 \x01(\x04H\x07\x88\x01\x01\x42\x0c\n\n_do_sampleB\x0e\n\x0c_temperatureB\x08\n\x06_top_kB\x08\n\x06_top_pB\x0c\n\n_typical_pB\x15\n\x13_repetition_penaltyB\x14\n\x12_frequency_penaltyB\x07\n\x05_seed\"\x98\x01\n\x10StoppingCriteria\x12\x1b\n\x0emax_new_tokens\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x16\n\x0estop_sequences\x18\x02 \x03(\t\x12\"\n\x15truncate_input_tokens\x18\x03 \x01(\rH\x01\x88\x01\x01\x42\x11\n\x0f_max_new_tokensB\x18\n\x16_truncate_input_tokens\"7\n\x0fResponseOptions\x12\x0e\n\x06tokens\x18\x01 \x01(\x08\x12\x14\n\x0ctop_n_tokens\x18\x02 \x01(\r\"u\n\x0c\x43\x61\x63heControl\x12&\n\x04mode\x18\x01 \x01(\x0e\x32\x18.streamgate.v1.CacheMode\x12\x13\n\x0bttl_seconds\x18\x02 \x01(\r\x12\x11\n\tnamespace\x18\x03 \x01(\t\x12\x15\n\rstore_sampled\x18\x04 \x01(\x08\"\x92\x01\n\x16GenerateStreamResponse\x12%\n\x05start\x18\x01 \x01(\x0b\x32\x14.streamgate.v1.StartH\x00\x12%\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x14.streamgate.v1.DeltaH\x00\x12!\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x12.streamgate.v1.EndH\x00\x42\x07\n\x05\x65vent\"\xbc\x01\n\x05Start\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\r\n\x05route\x18\x03 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\x30\n\x0c\x63\x61\x63he_status\x18\x05 \x01(\x0e\x32\x1a.streamgate.v1.CacheStatus\x12\x14\n\x0cinput_tokens\x18\x06 \x01(\r\x12\x11\n\x04seed\x18\x07 \x01(\x04H\x00\x88\x01\x01\x12\x0c\n\x04pool\x18\x08 \x01(\tB\x07\n\x05_seed\";\n\x05\x44\x65lta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12$\n\x06tokens\x18\x02 \x03(\x0b\x32\x14.streamgate.v1.Token\"p\n\x05Token\x12\n\n\x02id\x18\x01 \x01(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x0f\n\x07logprob\x18\x03 \x01(\x02\x12\x0f\n\x07special\x18\x04 \x01(\x08\x12+\n\ntop_tokens\x18\x05 \x03(\x0b\x32\x17.streamgate.v1.TopToken\"5\n\x08TopToken\x12\n\n\x02id\x18\x01 \x01(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x0f\n\x07logprob\x18\x03 \x01(\x02\"\x87\x01\n\x03\x45nd\x12\x32\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x1b.streamgate.v1.FinishReason\x12#\n\x05usage\x18\x02 \x01(\x0b\x32\x14.streamgate.v1.Usage\x12\'\n\x07timings\x18\x03 \x01(\x0b\x32\x16.streamgate.v1.Timings\"W\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x03 \x01(\r\"~\n\x07Timings\x12\x15\n\rqueue_seconds\x18\x01 \x01(\x01\x12#\n\x1btime_to_first_token_seconds\x18\x02 \x01(\x01\x12\x15\n\rtotal_seconds\x18\x03 \x01(\x01\x12 \n\x18gateway_overhead_seconds\x18\x04 \x01(\x01\"\x8c\x01\n\x10GenerateResponse\x12#\n\x05start\x18\x01 \x01(\x0b\x32\x14.streamgate.v1.Start\x12\x0c\n\x04text\x18\x02 \x01(\t\x12$\n\x06tokens\x18\x03 \x03(\x0b\x32\x14.streamgate.v1.Token\x12\x1f\n\x03\x65nd\x18\x04 \x01(\x0b\x32\x12.streamgate.v1.End\"\x13\n\x11ListModelsRequest\":\n\x12ListModelsResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.streamgate.v1.Model\"r\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x65\x66\x61ult\x18\x02 \x01(\x08\x12\x16\n\x0e\x62\x61\x63kend_models\x18\x03 \x03(\t\x12\x18\n\x10max_input_tokens\x18\x04 \x01(\r\x12\x18\n\x10max_total_tokens\x18\x05 \x01(\r*v\n\tCacheMode\x12\x1a\n\x16\x43\x41\x43HE_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43\x41\x43HE_MODE_BYPASS\x10\x01\x12\x17\n\x13\x43\x41\x43HE_MODE_NO_STORE\x10\x02\x12\x1d\n\x19\x43\x41\x43HE_MODE_ONLY_IF_CACHED\x10\x03*\x8d\x01\n\x0b\x43\x61\x63heStatus\x12\x1c\n\x18\x43\x41\x43HE_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43\x41\x43HE_STATUS_MISS\x10\x01\x12\x14\n\x10\x43\x41\x43HE_STATUS_HIT\x10\x02\x12\x1a\n\x16\x43\x41\x43HE_STATUS_COALESCED\x10\x03\x12\x17\n\x13\x43\x41\x43HE_STATUS_BYPASS\x10\x04*\x85\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x01\x12\x1b\n\x17\x46INISH_REASON_EOS_TOKEN\x10\x02\x12\x1f\n\x1b\x46INISH_REASON_STOP_SEQUENCE\x10\x03\x32\x94\x02\n\x11GenerationService\x12_\n\x0eGenerateStream\x12$.streamgate.v1.GenerateStreamRequest\x1a%.streamgate.v1.GenerateStreamResponse0\x01\x12K\n\x08Generate\x12\x1e.streamgate.v1.GenerateRequest\x1a\x1f.streamgate.v1.GenerateResponse\x12Q\n\nListModels\x12 .streamgate.v1.ListModelsRequest\x1a!.streamgate.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'streamgate.api.v1.generation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CACHEMODE']._serialized_start=2727
-  _globals['_CACHEMODE']._serialized_end=2845
-  _globals['_CACHESTATUS']._serialized_start=2848
-  _globals['_CACHESTATUS']._serialized_end=2989
-  _globals['_FINISHREASON']._serialized_start=2992
-  _globals['_FINISHREASON']._serialized_end=3125
+  _globals['_CACHEMODE']._serialized_start=2750
+  _globals['_CACHEMODE']._serialized_end=2868
+  _globals['_CACHESTATUS']._serialized_start=2871
+  _globals['_CACHESTATUS']._serialized_end=3012
+  _globals['_FINISHREASON']._serialized_start=3015
+  _globals['_FINISHREASON']._serialized_end=3148
   _globals['_GENERATESTREAMREQUEST']._serialized_start=50
   _globals['_GENERATESTREAMREQUEST']._serialized_end=354
   _globals['_GENERATEREQUEST']._serialized_start=357
@@ -52,31 +52,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESPONSEOPTIONS']._serialized_start=1309
   _globals['_RESPONSEOPTIONS']._serialized_end=1364
   _globals['_CACHECONTROL']._serialized_start=1366
-  _globals['_CACHECONTROL']._serialized_end=1460
-  _globals['_GENERATESTREAMRESPONSE']._serialized_start=1463
-  _globals['_GENERATESTREAMRESPONSE']._serialized_end=1609
-  _globals['_START']._serialized_start=1612
-  _globals['_START']._serialized_end=1800
-  _globals['_DELTA']._serialized_start=1802
-  _globals['_DELTA']._serialized_end=1861
-  _globals['_TOKEN']._serialized_start=1863
-  _globals['_TOKEN']._serialized_end=1975
-  _globals['_TOPTOKEN']._serialized_start=1977
-  _globals['_TOPTOKEN']._serialized_end=2030
-  _globals['_END']._serialized_start=2033
-  _globals['_END']._serialized_end=2168
-  _globals['_USAGE']._serialized_start=2170
-  _globals['_USAGE']._serialized_end=2257
-  _globals['_TIMINGS']._serialized_start=2259
-  _globals['_TIMINGS']._serialized_end=2385
-  _globals['_GENERATERESPONSE']._serialized_start=2388
-  _globals['_GENERATERESPONSE']._serialized_end=2528
-  _globals['_LISTMODELSREQUEST']._serialized_start=2530
-  _globals['_LISTMODELSREQUEST']._serialized_end=2549
-  _globals['_LISTMODELSRESPONSE']._serialized_start=2551
-  _globals['_LISTMODELSRESPONSE']._serialized_end=2609
-  _globals['_MODEL']._serialized_start=2611
-  _globals['_MODEL']._serialized_end=2725
-  _globals['_GENERATIONSERVICE']._serialized_start=3128
-  _globals['_GENERATIONSERVICE']._serialized_end=3404
+  _globals['_CACHECONTROL']._serialized_end=1483
+  _globals['_GENERATESTREAMRESPONSE']._serialized_start=1486
+  _globals['_GENERATESTREAMRESPONSE']._serialized_end=1632
+  _globals['_START']._serialized_start=1635
+  _globals['_START']._serialized_end=1823
+  _globals['_DELTA']._serialized_start=1825
+  _globals['_DELTA']._serialized_end=1884
+  _globals['_TOKEN']._serialized_start=1886
+  _globals['_TOKEN']._serialized_end=1998
+  _globals['_TOPTOKEN']._serialized_start=2000
+  _globals['_TOPTOKEN']._serialized_end=2053
+  _globals['_END']._serialized_start=2056
+  _globals['_END']._serialized_end=2191
+  _globals['_USAGE']._serialized_start=2193
+  _globals['_USAGE']._serialized_end=2280
+  _globals['_TIMINGS']._serialized_start=2282
+  _globals['_TIMINGS']._serialized_end=2408
+  _globals['_GENERATERESPONSE']._serialized_start=2411
+  _globals['_GENERATERESPONSE']._serialized_end=2551
+  _globals['_LISTMODELSREQUEST']._serialized_start=2553
+  _globals['_LISTMODELSREQUEST']._serialized_end=2572
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2574
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2632
+  _globals['_MODEL']._serialized_start=2634
+  _globals['_MODEL']._serialized_end=2748
+  _globals['_GENERATIONSERVICE']._serialized_start=3151
+  _globals['_GENERATIONSERVICE']._serialized_end=3427
 # @@protoc_insertion_point(module_scope)

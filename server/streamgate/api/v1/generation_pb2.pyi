@@ -366,21 +366,27 @@ class CacheControl(_message.Message):
     MODE_FIELD_NUMBER: _builtins.int
     TTL_SECONDS_FIELD_NUMBER: _builtins.int
     NAMESPACE_FIELD_NUMBER: _builtins.int
+    STORE_SAMPLED_FIELD_NUMBER: _builtins.int
     mode: Global___CacheMode.ValueType
     ttl_seconds: _builtins.int
     """Entry lifetime in seconds (capped by configuration); 0: the default."""
     namespace: _builtins.str
     """Share entries within this namespace instead of the tenant's own scope."""
+    store_sampled: _builtins.bool
+    """Store the answer even when it is sampled without a seed (by default only deterministic
+    answers are stored: greedy, or sampled with a seed).
+    """
     def __init__(
         self,
         *,
         mode: Global___CacheMode.ValueType = ...,
         ttl_seconds: _builtins.int = ...,
         namespace: _builtins.str = ...,
+        store_sampled: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["mode", b"mode", "namespace", b"namespace", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mode", b"mode", "namespace", b"namespace", "store_sampled", b"store_sampled", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
