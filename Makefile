@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint typecheck unit bench-engine bench-gateway bench-routing clean
+.PHONY: run test lint typecheck unit redis bench-engine bench-gateway bench-routing bench-cache clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,9 +18,12 @@ include mk/protos.mk
 run: $(STAMP)
 	$(BIN)/streamgate serve
 
-## Lint, type-check and run the whole test suite.
-test: lint typecheck protos-check buf-lint
+## Lint, type-check and run the whole test suite (installs redis-server for the cache tests).
+test: lint typecheck protos-check buf-lint redis
 	$(BIN)/pytest -q
+
+redis:
+	scripts/ensure-redis.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check server tests loadtest
@@ -43,6 +46,10 @@ bench-gateway: $(STAMP)
 ## Replica pickers on a multi-tenant shared-prefix workload (four engines; docs/benchmarks.md).
 bench-routing: $(STAMP)
 	$(BIN)/python loadtest/bench_routing.py
+
+## Cache hit vs miss latency (local and Redis tiers) and single-flight coalescing.
+bench-cache: $(STAMP) redis
+	$(BIN)/python loadtest/bench_cache.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

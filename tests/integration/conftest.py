@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_gateway_support import Fake, Gateway, gateway_pool, start_fake
+from redis_server import RedisServer
+from test_gateway_support import Fake, Gateway, free_port, gateway_pool, start_fake
 
 STARTUP_TIMEOUT = 180.0  # torch import and model load on a slow, shared CI machine
 STOP_TIMEOUT = 30.0
@@ -255,6 +256,15 @@ def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fake]:
     fake = start_fake(tmp_path_factory.mktemp("fake") / "fake.log")
     yield fake
     fake.stop()
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port, one per test module."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"), free_port())
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -226,6 +226,63 @@ def test_a_failure_reaches_every_caller(gateway: Gateway) -> None:
     assert reasons == {"BACKEND_GENERATION_FAILED"}
 
 
+def unary_futures(gateway: Gateway, prompt: str, n: int, tokens: int = 20) -> list[Any]:
+    request = pb.GenerateRequest(prompt=prompt, stopping=pb.StoppingCriteria(max_new_tokens=tokens))
+    stub = gateway.stub()
+    return [stub.Generate.future(request, metadata=as_tenant("a")) for _ in range(n)]
+
+
+def test_unary_calls_coalesce_with_streams_and_each_other(gateway: Gateway, fake: Fake) -> None:
+    before = requests_seen(fake)
+    [(_, messages, start)] = start_calls(gateway, f"{SLOW} unary joins", 1)
+    futures = unary_futures(gateway, f"{SLOW} unary joins", 4)
+    deltas, end, error = finish(messages)
+    responses = [f.result(timeout=60) for f in futures]
+    assert requests_seen(fake) == before + 1
+    assert start.cache_status == pb.CACHE_STATUS_MISS and (deltas, error) == (20, "")
+    assert end is not None
+    for response in responses:
+        assert response.start.cache_status == pb.CACHE_STATUS_COALESCED
+        assert response.end.usage == end.usage and len(response.text) > 0
+    assert len({r.text for r in responses}) == 1
+    # A unary call leads too: streams and unary calls join it.
+    before = requests_seen(fake)
+    [leader] = unary_futures(gateway, f"{SLOW} unary leads", 1)
+    wait_for(lambda: requests_seen(fake) == before + 1, "the unary leader's backend request")
+    followers = start_calls(gateway, f"{SLOW} unary leads", 2)
+    results = [finish(messages) for _, messages, _ in followers]
+    assert [s.cache_status for _, _, s in followers] == [pb.CACHE_STATUS_COALESCED] * 2
+    assert all((d, e) == (20, "") for d, _, e in results)
+    assert leader.result(timeout=60).start.cache_status == pb.CACHE_STATUS_MISS
+    assert requests_seen(fake) == before + 1
+
+
+def test_a_generation_carried_on_keeps_its_upstream_slot(gateway: Gateway, fake: Fake) -> None:
+    def upstream_streams() -> float:
+        return gateway.metrics()["streamgate_upstream_streams"]
+
+    wait_for(lambda: upstream_streams() == 0, "no generation under way")
+    logged = len(gateway.log_lines())
+    [leader] = unary_futures(gateway, f"{SLOW} unary carried on", 1, tokens=60)
+    wait_for(lambda: upstream_streams() == 1, "the leader's generation")
+    [(_, messages, start)] = start_calls(gateway, f"{SLOW} unary carried on", 1, tokens=60)
+    assert start.cache_status == pb.CACHE_STATUS_COALESCED
+    leader.cancel()
+
+    def leader_ended() -> bool:
+        return any(
+            line.get("code") == "CANCELLED" and line.get("method") == "Generate"
+            for line in gateway.log_lines()[logged:]
+        )
+
+    wait_for(leader_ended, "the gateway to see the leader leave")
+    next(messages)  # the generation goes on for the follower...
+    assert upstream_streams() == 1  # ...and still holds its slot
+    _, end, error = finish(messages)
+    assert error == "" and end is not None and end.usage.completion_tokens == 60
+    wait_for(lambda: upstream_streams() == 0, "the slot to be released at the end")
+
+
 # ---- the admin service --------------------------------------------------------------------------
 
 

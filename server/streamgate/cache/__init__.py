@@ -1,7 +1,19 @@
-"""The exact response cache: keys, entries and the in-process tier."""
+"""The exact response cache: keys, entries, the in-process tier and the shared Redis tier."""
 
 from streamgate.cache.entry import CachedResponse
 from streamgate.cache.key import CacheKeyParts, cache_key
 from streamgate.cache.local import LocalCache
+from streamgate.cache.shared import RedisTier, SharedTierUnavailable
+from streamgate.cache.tiers import Found, Removed, TieredCache
 
-__all__ = ["CacheKeyParts", "CachedResponse", "LocalCache", "cache_key"]
+__all__ = [
+    "CacheKeyParts",
+    "CachedResponse",
+    "Found",
+    "LocalCache",
+    "RedisTier",
+    "Removed",
+    "SharedTierUnavailable",
+    "TieredCache",
+    "cache_key",
+]

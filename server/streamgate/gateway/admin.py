@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
 
 from streamgate.api.v1 import admin_pb2 as admin_pb
 from streamgate.api.v1 import admin_pb2_grpc as admin_grpc
-from streamgate.cache import CachedResponse, LocalCache
+from streamgate.cache import Removed, SharedTierUnavailable, TieredCache
 from streamgate.gateway.auth import authenticate
 from streamgate.gateway.context import RequestContext
 from streamgate.gateway.errors import GatewayError, Reason, Violation
@@ -27,7 +27,7 @@ _T = TypeVar("_T")
 class AdminService(admin_grpc.AdminServiceServicer):
     """See the proto; every call is authenticated and must come from an admin tenant."""
 
-    def __init__(self, tenancy: Tenancy, cache: LocalCache, generation: GenerationService) -> None:
+    def __init__(self, tenancy: Tenancy, cache: TieredCache, generation: GenerationService) -> None:
         self._tenancy = tenancy
         self._cache = cache
         self._generation = generation
@@ -37,13 +37,27 @@ class AdminService(admin_grpc.AdminServiceServicer):
         request: admin_pb.InvalidateCacheRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> admin_pb.InvalidateCacheResponse:
-        """Drop entries by key, namespace, tenant or all."""
+        """Drop entries by key, namespace, tenant or all, in both tiers."""
 
-        def invalidate(ctx: RequestContext) -> admin_pb.InvalidateCacheResponse:
-            removed = self._invalidate(request)
+        async def invalidate(ctx: RequestContext) -> admin_pb.InvalidateCacheResponse:
+            target = request.WhichOneof("target")
+            try:
+                removed = await self._invalidate(request)
+            except SharedTierUnavailable as err:
+                log.warning("cache invalidation incomplete", request_id=ctx.request_id,
+                            tenant=ctx.stats.tenant, target=target, error=str(err))  # fmt: skip
+                raise GatewayError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    Reason.CACHE_UNAVAILABLE,
+                    f"{err}: the shared tier was not invalidated (this gateway's local tier "
+                    "was); retry",
+                ) from None
             log.info("cache invalidated", request_id=ctx.request_id, tenant=ctx.stats.tenant,
-                     target=request.WhichOneof("target"), removed=removed)  # fmt: skip
-            return admin_pb.InvalidateCacheResponse(removed=removed)
+                     target=target, removed=removed.local,
+                     shared_removed=removed.shared)  # fmt: skip
+            return admin_pb.InvalidateCacheResponse(
+                removed=removed.local, shared_removed=removed.shared
+            )
 
         return await self._guarded(context, "InvalidateCache", invalidate)
 
@@ -54,18 +68,21 @@ class AdminService(admin_grpc.AdminServiceServicer):
     ) -> admin_pb.GetCacheStatsResponse:
         """Entries, bytes and outcome counts."""
 
-        def stats(ctx: RequestContext) -> admin_pb.GetCacheStatsResponse:
+        async def stats(ctx: RequestContext) -> admin_pb.GetCacheStatsResponse:
             counts = self._generation.cache_counts
+            local, shared = self._cache.local, self._cache.shared
             return admin_pb.GetCacheStatsResponse(
                 enabled=self._generation.cache_enabled,
-                entries=len(self._cache),
-                bytes=max(self._cache.bytes, 0),
+                entries=len(local),
+                bytes=max(local.bytes, 0),
                 hits=counts["hit"],
                 misses=counts["miss"],
                 bypasses=counts["bypass"],
                 coalesced=counts["coalesced"],
-                evictions=self._cache.evictions,
-                redis="disabled",
+                evictions=local.evictions,
+                redis=self._cache.shared_state,
+                redis_hits=counts["redis_hit"],
+                redis_errors=shared.errors if shared is not None else 0,
             )
 
         return await self._guarded(context, "GetCacheStats", stats)
@@ -74,7 +91,7 @@ class AdminService(admin_grpc.AdminServiceServicer):
         self,
         context: grpc.aio.ServicerContext[Any, Any],
         method: str,
-        body: Callable[[RequestContext], _T],
+        body: Callable[[RequestContext], Awaitable[_T]],
     ) -> _T:
         """Run `body` for an admin caller; any GatewayError becomes the call's status."""
         ctx = RequestContext.from_grpc(context, method)
@@ -87,15 +104,15 @@ class AdminService(admin_grpc.AdminServiceServicer):
                     Reason.NOT_ADMIN,
                     f"tenant '{caller.tenant.name}' has no admin rights",
                 )
-            return body(ctx)
+            return await body(ctx)
         except GatewayError as err:
             await context.abort_with_status(err.to_status(request_id=ctx.request_id))
             raise AssertionError("abort_with_status returned") from None  # pragma: no cover
 
-    def _invalidate(self, request: admin_pb.InvalidateCacheRequest) -> int:
+    async def _invalidate(self, request: admin_pb.InvalidateCacheRequest) -> Removed:
         target = request.WhichOneof("target")
         if target == "all" and request.all:
-            return self._cache.clear()
+            return await self._cache.clear()
         if target == "key":
             try:
                 key = bytes.fromhex(request.key)
@@ -103,24 +120,15 @@ class AdminService(admin_grpc.AdminServiceServicer):
                 key = b""
             if len(key) != 16:
                 raise _invalid("key", "must be 32 hex digits")
-            return 1 if self._cache.invalidate(key) else 0
+            return await self._cache.invalidate(key)
         if target == "namespace" and request.namespace:
-            return self._cache.invalidate_where(_within(request.namespace))
+            return await self._cache.invalidate_scope(request.namespace)
         if target == "tenant" and request.tenant:
             tenant = self._tenancy.tenants.get(request.tenant)
             if tenant is None:
                 raise _invalid("tenant", f"unknown tenant '{request.tenant}'")
-            return self._cache.invalidate_where(_within(tenant.cache_namespace))
+            return await self._cache.invalidate_scope(tenant.cache_namespace)
         raise _invalid("target", "set one of key, namespace, tenant, all (true)")
-
-
-def _within(namespace: str) -> Callable[[CachedResponse], bool]:
-    """Entries stored under `namespace` or a scope inside it."""
-
-    def matches(entry: CachedResponse) -> bool:
-        return entry.scope == namespace or entry.scope.startswith(namespace + "/")
-
-    return matches
 
 
 def _invalid(field: str, description: str) -> GatewayError:

@@ -30,7 +30,7 @@ from streamgate.api.v1 import admin_pb2 as admin_pb
 from streamgate.api.v1 import admin_pb2_grpc as admin_grpc
 from streamgate.api.v1 import generation_pb2 as pb
 from streamgate.api.v1 import generation_pb2_grpc as pb_grpc
-from streamgate.cache import LocalCache
+from streamgate.cache import LocalCache, RedisTier, TieredCache
 from streamgate.config import (
     EMBEDDED_BACKEND,
     BackendConfig,
@@ -215,6 +215,35 @@ def _shutdown_error(call: ActiveCall) -> GatewayError:
     )
 
 
+async def _cache(
+    config: GatewayConfig, metrics: GatewayMetrics, stack: AsyncExitStack
+) -> TieredCache:
+    """The local tier, and the shared one when configured (connected before serving: a Redis
+    that is down is logged, and the gateway serves without it until it answers)."""
+    settings = config.cache
+    evictions = metrics.cache_evictions.labels("local")
+    local = LocalCache(settings.max_entries, settings.max_bytes, on_evict=evictions.inc)
+    metrics.cache_entries.labels("local").set_function(lambda: len(local))
+    metrics.cache_bytes.labels("local").set_function(lambda: local.bytes)
+    shared: RedisTier | None = None
+    if settings.enabled and settings.redis is not None:
+        redis = settings.redis
+        shared = RedisTier(
+            redis.url,
+            timeout=redis.timeout_seconds,
+            admin_timeout=redis.admin_timeout_seconds,
+            reconnect_seconds=redis.reconnect_seconds,
+            max_connections=redis.max_connections,
+            key_prefix=redis.key_prefix,
+            observe=metrics.observe_redis,
+        )
+        await shared.start()
+        stack.push_async_callback(shared.close)
+        tier = shared
+        metrics.redis_up.set_function(lambda: 1.0 if tier.state == "up" else 0.0)
+    return TieredCache(local, shared)
+
+
 async def start_gateway(config: GatewayConfig) -> RunningGateway:
     """Build and start everything; the gateway accepts calls when this returns.
 
@@ -265,10 +294,7 @@ async def _start(config: GatewayConfig, stack: AsyncExitStack) -> RunningGateway
         log.warning("no backend is healthy yet", backends=[b.name for b in backends])
 
     calls = CallRegistry()
-    evictions = metrics.cache_evictions.labels("local")
-    cache = LocalCache(config.cache.max_entries, config.cache.max_bytes, on_evict=evictions.inc)
-    metrics.cache_entries.labels("local").set_function(lambda: len(cache))
-    metrics.cache_bytes.labels("local").set_function(lambda: cache.bytes)
+    cache = await _cache(config, metrics, stack)
     shadow = ShadowSender(metrics)
     stack.push_async_callback(shadow.stop)
     admission = config.admission

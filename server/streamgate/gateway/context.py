@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -50,7 +51,9 @@ class RequestStats:
     """Seconds that were the backend's: from sending the request to its last event (and failed
     attempts). The rest of the call's time is the gateway's overhead."""
     cache: str = ""
-    """HIT, MISS or BYPASS."""
+    """HIT, MISS, BYPASS or COALESCED."""
+    cache_tier: str = ""
+    """The tier a HIT came from (local or redis)."""
     merged_events: int = 0
     """Backend events that shared a Delta with another (the client was reading slower)."""
 
@@ -80,6 +83,9 @@ class RequestContext:
     stats: RequestStats = field(default_factory=RequestStats)
     trailing: list[tuple[str, str]] = field(default_factory=list)
     """Trailing metadata of the call, whatever its status (remaining quota)."""
+    handoff: asyncio.Task[None] | None = None
+    """The call's generation, going on for coalesced callers after the call itself ended: the
+    call's upstream slot and quota reservation are released when it ends."""
 
     @classmethod
     def from_grpc(cls, context: grpc.aio.ServicerContext[Any, Any], method: str) -> RequestContext:

@@ -59,6 +59,8 @@ class Reason(StrEnum):
     ROUTE_NOT_FOUND = "ROUTE_NOT_FOUND"
     NOT_CACHED = "NOT_CACHED"
     """CACHE_MODE_ONLY_IF_CACHED and no cached answer."""
+    CACHE_UNAVAILABLE = "CACHE_UNAVAILABLE"
+    """The shared cache tier could not be reached by an admin operation."""
     BACKEND_OVERLOADED = "BACKEND_OVERLOADED"
     CLIENT_TOO_SLOW = "CLIENT_TOO_SLOW"
     """The client read nothing for the stall timeout while its buffer was full."""

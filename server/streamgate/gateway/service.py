@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -23,7 +23,7 @@ from streamgate.admission import AdmissionQueue
 from streamgate.api.v1 import generation_pb2 as pb
 from streamgate.api.v1 import generation_pb2_grpc as pb_grpc
 from streamgate.backends import BackendError, StreamEvent
-from streamgate.cache import CachedResponse, LocalCache
+from streamgate.cache import CachedResponse, TieredCache
 from streamgate.config import GatewayConfig
 from streamgate.gateway import messages
 from streamgate.gateway.admit import admit, token_budget
@@ -112,7 +112,7 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         tenancy: Tenancy,
         queue: AdmissionQueue,
         shadow: ShadowSender,
-        cache: LocalCache,
+        cache: TieredCache,
         metrics: GatewayMetrics,
         on_backend_failure: Callable[[Replica], None] | None = None,
     ) -> None:
@@ -157,7 +157,7 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
             route = self._route(request, ctx, caller)
             prepared = self._prepare(request, route)
             pool, shadow = self._choose(route, ctx, caller)
-            plan, hit = self._lookup(request, prepared, caller, route, pool, ctx)
+            plan, hit = await self._lookup(request, prepared, caller, route, pool, ctx)
             if hit is not None:
                 await self._replay_stream(context, ctx, prepared, hit)
                 return
@@ -165,11 +165,9 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
             if running is not None:
                 await self._follow(context, ctx, prepared, running)
                 return
-            flight = Flight() if plan.write else None
-            if flight is not None:
-                self._flights[plan.key] = flight
-            try:
-                await self._admitted(
+            await self._leading(
+                plan,
+                lambda flight: self._admitted(
                     caller,
                     route,
                     prepared,
@@ -178,15 +176,8 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
                         request, context, ctx, call, route, pool, prepared, plan, flight
                     ),
                     shadow,
-                )
-            except GatewayError as err:
-                if flight is not None:
-                    flight.fail(err)
-                raise
-            finally:
-                if flight is not None and flight.on_empty is None:  # not carried on
-                    flight.fail(_abandoned())
-                    self._forget_flight(plan.key, flight)
+                ),
+            )
 
         await self._run(ctx, context, request, body)
 
@@ -201,16 +192,22 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
             route = self._route(request, ctx, caller)
             prepared = self._prepare(request, route)
             pool, shadow = self._choose(route, ctx, caller)
-            plan, hit = self._lookup(request, prepared, caller, route, pool, ctx)
+            plan, hit = await self._lookup(request, prepared, caller, route, pool, ctx)
             if hit is not None:
                 return await self._replay_unary(context, ctx, prepared, hit)
-            return await self._admitted(
-                caller,
-                route,
-                prepared,
-                ctx,
-                lambda: self._unary(context, ctx, pool, prepared, plan),
-                shadow,
+            running = self._flights.get(plan.key) if plan.write else None
+            if running is not None:
+                return await self._follow_unary(context, ctx, prepared, running)
+            return await self._leading(
+                plan,
+                lambda flight: self._admitted(
+                    caller,
+                    route,
+                    prepared,
+                    ctx,
+                    lambda: self._unary(context, ctx, call, pool, prepared, plan, flight),
+                    shadow,
+                ),
             )
 
         return await self._run(ctx, context, request, body)
@@ -431,15 +428,23 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         s = ctx.stats
         s.queue_seconds = admission.queue_seconds
         self._metrics.queue_wait.observe(admission.queue_seconds)
-        try:
-            return await run()
-        finally:
+
+        def settle() -> None:
             # The prompt counts once the backend worked on it; its size, if not reported, is
             # bounded by the reservation's estimate.
             prompt = (s.input_tokens or budget.prompt) if s.received_tokens else 0
             admission.finish(prompt + s.received_tokens)
-            ctx.trailing.extend(_quota_metadata(caller))
             self._metrics.record_quota(caller.tenant.name, caller.tenant.quota.remaining())
+
+        try:
+            return await run()
+        finally:
+            if ctx.handoff is not None and not ctx.handoff.done():
+                # The generation goes on for coalesced callers: it keeps the slot till its end.
+                ctx.handoff.add_done_callback(lambda _: settle())
+            else:
+                settle()
+            ctx.trailing.extend(_quota_metadata(caller))
 
     def _choose(
         self, route: Route, ctx: RequestContext, caller: Caller
@@ -509,17 +514,19 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         return start
 
     def _initial_metadata(self, ctx: RequestContext, backend: str) -> tuple[tuple[str, str], ...]:
-        return (
+        s = ctx.stats
+        metadata = (
             ("x-request-id", ctx.request_id),
-            ("x-route", ctx.stats.route),
-            ("x-pool", ctx.stats.pool),
+            ("x-route", s.route),
+            ("x-pool", s.pool),
             ("x-backend", backend),
-            ("x-cache-status", ctx.stats.cache),
+            ("x-cache-status", s.cache),
         )
+        return (*metadata, ("x-cache-tier", s.cache_tier)) if s.cache_tier else metadata
 
     # ---- the cache ---------------------------------------------------------------------------
 
-    def _lookup(
+    async def _lookup(
         self,
         request: GenerationRequest,
         prepared: PreparedRequest,
@@ -539,10 +546,17 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
             enabled=self._settings.cache_enabled,
             default_ttl=self._settings.cache_ttl_seconds,
         )
-        hit = self._cache.get(plan.key) if plan.read else None
-        ctx.stats.cache = "HIT" if hit is not None else "MISS" if plan.read else "BYPASS"
-        self._metrics.cache_requests.labels(ctx.stats.cache.lower(), "local").inc()
-        self.cache_counts[ctx.stats.cache.lower()] += 1
+        found = await self._cache.get(plan.key) if plan.read else None
+        hit = found.response if found is not None else None
+        s = ctx.stats
+        s.cache = "HIT" if hit is not None else "MISS" if plan.read else "BYPASS"
+        tier = found.tier if found is not None else "local"
+        if hit is not None:
+            s.cache_tier = tier
+        self._metrics.cache_requests.labels(s.cache.lower(), tier).inc()
+        self.cache_counts[s.cache.lower()] += 1
+        if hit is not None and tier == "redis":
+            self.cache_counts["redis_hit"] += 1
         if plan.only_if_cached and hit is None:
             raise GatewayError(
                 grpc.StatusCode.NOT_FOUND,
@@ -556,8 +570,9 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         plan: CachePlan,
         events: Sequence[StreamEvent],
         replica: Replica,
-        ctx: RequestContext,
-        seed: int | None,
+        pool: str,
+        input_tokens: int,
+        requested_seed: int | None,
     ) -> None:
         """Keep a finished generation for replay (when the plan allows it)."""
         if not plan.write:
@@ -568,9 +583,9 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
             scope=plan.scope,
             model=replica.model_id,
             backend=replica.name,
-            pool=ctx.stats.pool,
-            input_tokens=ctx.stats.input_tokens,
-            seed=seed,
+            pool=pool,
+            input_tokens=input_tokens,
+            seed=_seed(events[-1], requested_seed),
         )
         self._cache.put(plan.key, entry, plan.ttl)
 
@@ -608,15 +623,35 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         )
         await context.write(pb.GenerateStreamResponse(end=end))
 
+    async def _leading(self, plan: CachePlan, run: Callable[[Flight | None], Awaitable[_T]]) -> _T:
+        """Run a generation that identical requests may join (when its answer is cacheable):
+        `run` gets the flight to publish to, or None."""
+        if not plan.write:
+            return await run(None)
+        flight = Flight()
+        self._flights[plan.key] = flight
+        try:
+            return await run(flight)
+        except GatewayError as err:
+            flight.fail(err)
+            raise
+        finally:
+            if flight.on_empty is None:  # not carried on for followers
+                flight.fail(_abandoned())  # no-op when it finished
+                self._forget_flight(plan.key, flight)
+
+    def _joined(self, ctx: RequestContext, flight: Flight) -> None:
+        ctx.stats.cache = "COALESCED"
+        self._metrics.cache_requests.labels("coalesced", "local").inc()
+        self.cache_counts["coalesced"] += 1
+        flight.join()
+
     async def _follow(
         self, context: StreamContext, ctx: RequestContext, prepared: PreparedRequest, flight: Flight
     ) -> None:
         """Join an identical generation under way: every event from its start, live."""
         s = ctx.stats
-        s.cache = "COALESCED"
-        self._metrics.cache_requests.labels("coalesced", "local").inc()
-        self.cache_counts["coalesced"] += 1
-        flight.join()
+        self._joined(ctx, flight)
         try:
             while flight.meta is None and not flight.done:
                 await flight.signal().wait()
@@ -643,18 +678,14 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
                     break
                 await changed.wait()
             if flight.error is not None:
-                err = flight.error
-                raise GatewayError(
-                    err.code, err.reason, err.message, violations=err.violations,
-                    metadata=err.metadata, tokens_sent=sent, backend=err.backend,
-                    retry_after=err.retry_after,
-                )  # fmt: skip
+                raise _passed_on(flight.error, sent)
             last = flight.events[-1]
             s.finish_reason = last.details.finish_reason if last.details else ""
+            s.input_tokens = _input_tokens(last, meta.input_tokens)
             now = time.monotonic()
             end = messages.end(
                 last.details,
-                prompt_tokens=meta.input_tokens,
+                prompt_tokens=s.input_tokens,
                 completion_tokens=len(flight.events),
                 queue=0.0,
                 time_to_first_token=(s.first_token_at or now) - ctx.started,
@@ -665,37 +696,53 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         finally:
             flight.leave()
 
+    async def _follow_unary(
+        self, context: UnaryContext, ctx: RequestContext, prepared: PreparedRequest, flight: Flight
+    ) -> pb.GenerateResponse:
+        """Join an identical generation under way and answer with all of it."""
+        s = ctx.stats
+        self._joined(ctx, flight)
+        try:
+            while not flight.done:
+                await flight.signal().wait()
+            if flight.error is not None or flight.meta is None:
+                raise _passed_on(flight.error or _abandoned(), 0)
+            meta = flight.meta
+            s.pool, s.backend, s.model = meta.pool, meta.backend, meta.model
+            now = time.monotonic()
+            response = self._response(
+                ctx, prepared, flight.events, meta.model, meta.backend, now, now, 0.0
+            )
+            await context.send_initial_metadata(self._initial_metadata(ctx, meta.backend))
+            return response
+        finally:
+            flight.leave()
+
     def _carry_on(
         self,
         flight: Flight,
         plan: CachePlan,
         relay: Relay,
         upstream: Upstream,
-        *,
-        seed: int | None,
-    ) -> None:
+        ctx: RequestContext,
+        requested_seed: int | None,
+    ) -> asyncio.Task[None]:
         """Keep reading a generation whose first caller left, for its followers; stop when the
-        last of them leaves."""
+        last of them leaves. The task is the call's `handoff`."""
 
         async def run() -> None:
             try:
                 async for batch in relay:
                     flight.publish(batch)
-                last = flight.events[-1]
-                if last.details is not None and last.details.seed is not None and seed is None:
-                    final_seed: int | None = last.details.seed
-                else:
-                    final_seed = seed
-                entry = CachedResponse(
-                    events=tuple(flight.events),
-                    scope=plan.scope,
-                    model=upstream.replica.model_id,
-                    backend=upstream.replica.name,
-                    pool=flight.meta.pool if flight.meta else "",
-                    input_tokens=flight.meta.input_tokens if flight.meta else 0,
-                    seed=final_seed,
+                meta = flight.meta
+                self._store(
+                    plan,
+                    flight.events,
+                    upstream.replica,
+                    meta.pool if meta else "",
+                    _input_tokens(flight.events[-1], meta.input_tokens if meta else 0),
+                    requested_seed,
                 )
-                self._cache.put(plan.key, entry, plan.ttl)
                 flight.finish()
             except BackendError as err:
                 self._backend_failed(upstream.replica, err)
@@ -709,6 +756,7 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
             # Here, not in run(): a task cancelled before it started never runs its body.
             self._carried_on.discard(task)
             upstream.close()
+            ctx.stats.received_tokens = upstream.stream.tokens_received  # for the settlement
             flight.fail(_abandoned())  # no-op when it finished
             self._forget_flight(plan.key, flight)
 
@@ -720,6 +768,7 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
             task.cancel()  # nobody is left: close the backend stream
 
         flight.on_empty = stop
+        return task
 
     def _forget_flight(self, key: bytes, flight: Flight) -> None:
         if self._flights.get(key) is flight:
@@ -798,22 +847,7 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
                 itl.observe(at - last_arrival)
                 last_arrival = at
 
-            def stalled(err: StreamStalled) -> None:
-                call.interrupt(
-                    GatewayError(
-                        grpc.StatusCode.RESOURCE_EXHAUSTED, Reason.CLIENT_TOO_SLOW, str(err)
-                    )
-                )
-
-            relay = Relay(
-                upstream.stream,
-                upstream.first,
-                upstream.first_at,
-                capacity=self._settings.stream_buffer_events,
-                stall_timeout=self._settings.stall_timeout,
-                on_stall=stalled,
-                on_event=arrived,
-            )
+            relay = self._relay_of(upstream, call, on_event=arrived)
             recorded: list[StreamEvent] = flight.events if flight is not None else []
             last = await self._relay(
                 relay, context, ctx, prepared, flight.publish if flight else recorded.extend
@@ -833,17 +867,16 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
                 backend_time=stats.backend_wait,
             )
             await context.write(pb.GenerateStreamResponse(end=end))
-            seed = last.details.seed if last.details else None
-            if prepared.seed is not None:
-                seed = prepared.seed
-            self._store(plan, recorded, upstream.replica, ctx, seed)
+            self._store(
+                plan, recorded, upstream.replica, stats.pool, stats.input_tokens, prepared.seed
+            )
             if flight is not None:
                 flight.finish()
         except asyncio.CancelledError:
             if flight is not None and relay is not None and flight.followers and not flight.done:
                 # The caller left, others wait for the same answer: the generation goes on.
                 carried_on = True
-                self._carry_on(flight, plan, relay, upstream, seed=prepared.seed)
+                ctx.handoff = self._carry_on(flight, plan, relay, upstream, ctx, prepared.seed)
             raise
         except BackendError as err:
             self._backend_failed(upstream.replica, err)
@@ -918,34 +951,72 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         self,
         context: UnaryContext,
         ctx: RequestContext,
+        call: ActiveCall,
         pool: Pool,
         prepared: PreparedRequest,
         plan: CachePlan,
+        flight: Flight | None,
     ) -> pb.GenerateResponse:
         upstream = await self._open(pool, prepared, ctx, count_tokens=False)
         stats = ctx.stats
-        events = [upstream.first]
+        replica = upstream.replica
+        if flight is not None:
+            flight.start(FlightMeta(replica.model_id, replica.name, stats.pool, 0, prepared.seed))
+        # Read through a relay even here: if this caller leaves, the reader can go on for
+        # coalesced callers.
+        relay = self._relay_of(upstream, call)
+        events: list[StreamEvent] = flight.events if flight is not None else []
+        record = flight.publish if flight is not None else events.extend
+        carried_on = False
         try:
-            events.extend([event async for event in _rest(upstream)])
+            async for batch in relay:
+                record(batch)
+        except asyncio.CancelledError:
+            if flight is not None and flight.followers and not flight.done:
+                carried_on = True
+                ctx.handoff = self._carry_on(flight, plan, relay, upstream, ctx, prepared.seed)
+            raise
         except BackendError as err:
-            self._backend_failed(upstream.replica, err)
+            self._backend_failed(replica, err)
             raise from_backend_error(
                 err, tokens_sent=0, deadline_passed=ctx.deadline_passed(), chat=prepared.chat
             ) from None
         finally:
             stats.received_tokens = upstream.stream.tokens_received
-            upstream.close()
+            if not carried_on:
+                await relay.close()
+                upstream.close()
         now = time.monotonic()  # the last event has just arrived
         stats.backend_wait = upstream.backend_time(now)
-        replica = upstream.replica
         response = self._response(
             ctx, prepared, events, replica.model_id, replica.name, upstream.first_at, now,
             stats.backend_wait,
         )  # fmt: skip
-        seed = response.start.seed if response.start.HasField("seed") else None
-        self._store(plan, events, replica, ctx, seed)
+        self._store(plan, events, replica, stats.pool, stats.input_tokens, prepared.seed)
+        if flight is not None:
+            flight.finish()
         await context.send_initial_metadata(self._initial_metadata(ctx, replica.name))
         return response
+
+    def _relay_of(
+        self, upstream: Upstream, call: ActiveCall, on_event: Callable[[float], None] | None = None
+    ) -> Relay:
+        """The upstream's events through a bounded buffer; a stall ends the call."""
+
+        def stalled(err: StreamStalled) -> None:
+            call.interrupt(
+                GatewayError(grpc.StatusCode.RESOURCE_EXHAUSTED, Reason.CLIENT_TOO_SLOW, str(err))
+            )
+
+        return Relay(
+            upstream.stream,
+            upstream.first,
+            upstream.first_at,
+            capacity=self._settings.stream_buffer_events,
+            stall_timeout=self._settings.stall_timeout,
+            on_stall=stalled,
+            on_event=on_event,
+        )
 
     def _response(
         self,
@@ -1041,9 +1112,23 @@ async def _settle(task: asyncio.Task[None]) -> None:
         task.exception()  # retrieved: asyncio would log it as never retrieved otherwise
 
 
-async def _rest(upstream: Upstream) -> AsyncIterator[StreamEvent]:
-    """The events after the first."""
-    if upstream.first.final:
-        return
-    async for event in upstream.stream:
-        yield event
+def _seed(last: StreamEvent, requested: int | None) -> int | None:
+    """The seed of a finished generation: the request's, or the one the backend reports."""
+    if requested is not None or last.details is None:
+        return requested
+    return last.details.seed
+
+
+def _input_tokens(last: StreamEvent, known: int) -> int:
+    """The prompt's size: as the backend reports it at the end, or as known before."""
+    if last.details is not None and last.details.input_length is not None:
+        return last.details.input_length
+    return known
+
+
+def _passed_on(err: GatewayError, tokens_sent: int) -> GatewayError:
+    """A generation's failure as a coalesced caller's, who received `tokens_sent` tokens."""
+    return GatewayError(
+        err.code, err.reason, err.message, violations=err.violations, metadata=err.metadata,
+        tokens_sent=tokens_sent, backend=err.backend, retry_after=err.retry_after,
+    )  # fmt: skip

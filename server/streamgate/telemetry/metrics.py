@@ -4,7 +4,8 @@ Names (all prefixed `streamgate_`): requests by method and code, time to first t
 inter-token latency histograms, end-to-end duration, gateway overhead, tokens in and out,
 active streams, backend errors by kind, backend health, retries, merged events; per tenant:
 requests, tokens, rejections by reason, remaining quota; the admission queue's length, active
-upstream streams and wait time.
+upstream streams and wait time; the cache's outcomes, size and evictions per tier, and the
+shared tier's state, operation latency and errors.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ _LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     60.0, 120.0,
 )  # fmt: skip
+_REDIS_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
 _DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
 
@@ -130,6 +132,19 @@ class GatewayMetrics:
         self.cache_evictions = Counter(
             "streamgate_cache_evictions", "Entries dropped to make room", ["tier"], registry=r
         )
+        self.redis_seconds = Histogram(
+            "streamgate_cache_redis_seconds", "Duration of the shared tier's operations",
+            ["op"], buckets=_REDIS_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.redis_errors = Counter(
+            "streamgate_cache_redis_errors",
+            "Failed or timed-out operations of the shared tier, and unreadable entries (decode)",
+            ["op"], registry=r,
+        )  # fmt: skip
+        self.redis_up = Gauge(
+            "streamgate_cache_redis_up", "1 while the shared tier is in use, 0 while it is down",
+            registry=r,
+        )  # fmt: skip
         self.retries = Counter(
             "streamgate_retries", "Requests retried on another backend", ["route"], registry=r
         )
@@ -171,6 +186,13 @@ class GatewayMetrics:
         """Read the queue's length and active slots at every scrape."""
         self.queue_length.set_function(queued)
         self.upstream_streams.set_function(active)
+
+    def observe_redis(self, op: str, seconds: float | None) -> None:
+        """One operation of the shared tier: its duration, or None when it failed."""
+        if seconds is None:
+            self.redis_errors.labels(op).inc()
+        else:
+            self.redis_seconds.labels(op).observe(seconds)
 
     def record_quota(self, tenant: str, left: QuotaLeft) -> None:
         """What is left of `tenant`'s limits (limits it does not have are not shown)."""

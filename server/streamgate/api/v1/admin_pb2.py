@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19streamgate/v1/admin.proto\x12\rstreamgate.v1\"g\n\x16InvalidateCacheRequest\x12\r\n\x03key\x18\x01 \x01(\tH\x00\x12\x13\n\tnamespace\x18\x02 \x01(\tH\x00\x12\x10\n\x06tenant\x18\x03 \x01(\tH\x00\x12\r\n\x03\x61ll\x18\x04 \x01(\x08H\x00\x42\x08\n\x06target\"*\n\x17InvalidateCacheResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x04\"\x16\n\x14GetCacheStatsRequest\"\xad\x01\n\x15GetCacheStatsResponse\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x0f\n\x07\x65ntries\x18\x02 \x01(\x04\x12\r\n\x05\x62ytes\x18\x03 \x01(\x04\x12\x0c\n\x04hits\x18\x04 \x01(\x04\x12\x0e\n\x06misses\x18\x05 \x01(\x04\x12\x10\n\x08\x62ypasses\x18\x06 \x01(\x04\x12\x11\n\tcoalesced\x18\x07 \x01(\x04\x12\x11\n\tevictions\x18\x08 \x01(\x04\x12\r\n\x05redis\x18\t \x01(\t2\xcc\x01\n\x0c\x41\x64minService\x12`\n\x0fInvalidateCache\x12%.streamgate.v1.InvalidateCacheRequest\x1a&.streamgate.v1.InvalidateCacheResponse\x12Z\n\rGetCacheStats\x12#.streamgate.v1.GetCacheStatsRequest\x1a$.streamgate.v1.GetCacheStatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19streamgate/v1/admin.proto\x12\rstreamgate.v1\"g\n\x16InvalidateCacheRequest\x12\r\n\x03key\x18\x01 \x01(\tH\x00\x12\x13\n\tnamespace\x18\x02 \x01(\tH\x00\x12\x10\n\x06tenant\x18\x03 \x01(\tH\x00\x12\r\n\x03\x61ll\x18\x04 \x01(\x08H\x00\x42\x08\n\x06target\"B\n\x17InvalidateCacheResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x04\x12\x16\n\x0eshared_removed\x18\x02 \x01(\x04\"\x16\n\x14GetCacheStatsRequest\"\xd7\x01\n\x15GetCacheStatsResponse\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x0f\n\x07\x65ntries\x18\x02 \x01(\x04\x12\r\n\x05\x62ytes\x18\x03 \x01(\x04\x12\x0c\n\x04hits\x18\x04 \x01(\x04\x12\x0e\n\x06misses\x18\x05 \x01(\x04\x12\x10\n\x08\x62ypasses\x18\x06 \x01(\x04\x12\x11\n\tcoalesced\x18\x07 \x01(\x04\x12\x11\n\tevictions\x18\x08 \x01(\x04\x12\r\n\x05redis\x18\t \x01(\t\x12\x12\n\nredis_hits\x18\n \x01(\x04\x12\x14\n\x0credis_errors\x18\x0b \x01(\x04\x32\xcc\x01\n\x0c\x41\x64minService\x12`\n\x0fInvalidateCache\x12%.streamgate.v1.InvalidateCacheRequest\x1a&.streamgate.v1.InvalidateCacheResponse\x12Z\n\rGetCacheStats\x12#.streamgate.v1.GetCacheStatsRequest\x1a$.streamgate.v1.GetCacheStatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,11 +34,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INVALIDATECACHEREQUEST']._serialized_start=44
   _globals['_INVALIDATECACHEREQUEST']._serialized_end=147
   _globals['_INVALIDATECACHERESPONSE']._serialized_start=149
-  _globals['_INVALIDATECACHERESPONSE']._serialized_end=191
-  _globals['_GETCACHESTATSREQUEST']._serialized_start=193
-  _globals['_GETCACHESTATSREQUEST']._serialized_end=215
-  _globals['_GETCACHESTATSRESPONSE']._serialized_start=218
-  _globals['_GETCACHESTATSRESPONSE']._serialized_end=391
-  _globals['_ADMINSERVICE']._serialized_start=394
-  _globals['_ADMINSERVICE']._serialized_end=598
+  _globals['_INVALIDATECACHERESPONSE']._serialized_end=215
+  _globals['_GETCACHESTATSREQUEST']._serialized_start=217
+  _globals['_GETCACHESTATSREQUEST']._serialized_end=239
+  _globals['_GETCACHESTATSRESPONSE']._serialized_start=242
+  _globals['_GETCACHESTATSRESPONSE']._serialized_end=457
+  _globals['_ADMINSERVICE']._serialized_start=460
+  _globals['_ADMINSERVICE']._serialized_end=664
 # @@protoc_insertion_point(module_scope)

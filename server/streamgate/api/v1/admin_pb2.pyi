@@ -55,16 +55,20 @@ class InvalidateCacheResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     REMOVED_FIELD_NUMBER: _builtins.int
+    SHARED_REMOVED_FIELD_NUMBER: _builtins.int
     removed: _builtins.int
-    """Entries dropped."""
+    """Entries dropped from this gateway's local tier."""
+    shared_removed: _builtins.int
+    """Entries dropped from the shared tier (0 when there is none)."""
     def __init__(
         self,
         *,
         removed: _builtins.int = ...,
+        shared_removed: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["removed", b"removed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["removed", b"removed", "shared_removed", b"shared_removed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -98,16 +102,25 @@ class GetCacheStatsResponse(_message.Message):
     COALESCED_FIELD_NUMBER: _builtins.int
     EVICTIONS_FIELD_NUMBER: _builtins.int
     REDIS_FIELD_NUMBER: _builtins.int
+    REDIS_HITS_FIELD_NUMBER: _builtins.int
+    REDIS_ERRORS_FIELD_NUMBER: _builtins.int
     enabled: _builtins.bool
     entries: _builtins.int
+    """Entries and their estimated bytes in this gateway's local tier."""
     bytes: _builtins.int
     hits: _builtins.int
+    """Outcomes of lookups since the start: hits (either tier), misses, bypasses, coalesced."""
     misses: _builtins.int
     bypasses: _builtins.int
     coalesced: _builtins.int
     evictions: _builtins.int
+    """Entries dropped from the local tier to make room."""
     redis: _builtins.str
-    """The shared tier: "disabled" until it is configured."""
+    """The shared tier: "disabled" (not configured), "up", or "down" (skipped until it answers)."""
+    redis_hits: _builtins.int
+    """Hits served by the shared tier (included in `hits`)."""
+    redis_errors: _builtins.int
+    """Failed or timed-out shared-tier operations since the start."""
     def __init__(
         self,
         *,
@@ -120,10 +133,12 @@ class GetCacheStatsResponse(_message.Message):
         coalesced: _builtins.int = ...,
         evictions: _builtins.int = ...,
         redis: _builtins.str = ...,
+        redis_hits: _builtins.int = ...,
+        redis_errors: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bypasses", b"bypasses", "bytes", b"bytes", "coalesced", b"coalesced", "enabled", b"enabled", "entries", b"entries", "evictions", b"evictions", "hits", b"hits", "misses", b"misses", "redis", b"redis"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bypasses", b"bypasses", "bytes", b"bytes", "coalesced", b"coalesced", "enabled", b"enabled", "entries", b"entries", "evictions", b"evictions", "hits", b"hits", "misses", b"misses", "redis", b"redis", "redis_errors", b"redis_errors", "redis_hits", b"redis_hits"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -54,7 +54,9 @@ class AdminServiceServicer:
     """
 
     def InvalidateCache(self, request, context):
-        """Drop cache entries: one key, a namespace, a tenant's, or all.
+        """Drop cache entries: one key, a namespace, a tenant's, or all; in this gateway's local tier
+        and in the shared tier (Redis). Other gateways' local tiers keep their copies until these
+        expire. UNAVAILABLE if the shared tier could not be reached (the local tier was cleared).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -36,7 +36,10 @@ class AdminServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AdminServiceAsyncStub: ...
     InvalidateCache: _grpc.UnaryUnaryMultiCallable[_admin_pb2.InvalidateCacheRequest, _admin_pb2.InvalidateCacheResponse]
-    """Drop cache entries: one key, a namespace, a tenant's, or all."""
+    """Drop cache entries: one key, a namespace, a tenant's, or all; in this gateway's local tier
+    and in the shared tier (Redis). Other gateways' local tiers keep their copies until these
+    expire. UNAVAILABLE if the shared tier could not be reached (the local tier was cleared).
+    """
     GetCacheStats: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetCacheStatsRequest, _admin_pb2.GetCacheStatsResponse]
     """Entries, bytes and outcome counts of the cache."""
 
@@ -48,7 +51,10 @@ class AdminServiceAsyncStub(AdminServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     InvalidateCache: _aio.UnaryUnaryMultiCallable[_admin_pb2.InvalidateCacheRequest, _admin_pb2.InvalidateCacheResponse]  # type: ignore[assignment]
-    """Drop cache entries: one key, a namespace, a tenant's, or all."""
+    """Drop cache entries: one key, a namespace, a tenant's, or all; in this gateway's local tier
+    and in the shared tier (Redis). Other gateways' local tiers keep their copies until these
+    expire. UNAVAILABLE if the shared tier could not be reached (the local tier was cleared).
+    """
     GetCacheStats: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetCacheStatsRequest, _admin_pb2.GetCacheStatsResponse]  # type: ignore[assignment]
     """Entries, bytes and outcome counts of the cache."""
 
@@ -63,7 +69,10 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.InvalidateCacheRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.InvalidateCacheResponse, _abc.Awaitable[_admin_pb2.InvalidateCacheResponse]]:
-        """Drop cache entries: one key, a namespace, a tenant's, or all."""
+        """Drop cache entries: one key, a namespace, a tenant's, or all; in this gateway's local tier
+        and in the shared tier (Redis). Other gateways' local tiers keep their copies until these
+        expire. UNAVAILABLE if the shared tier could not be reached (the local tier was cleared).
+        """
 
     @_abc_1.abstractmethod
     def GetCacheStats(
