@@ -137,6 +137,21 @@ def test_invalidation_reaches_the_shared_tier(pair: tuple[Gateway, Gateway]) -> 
     assert remembered.start.cache_status == pb.CACHE_STATUS_HIT
 
 
+def test_an_invalidation_reaches_the_other_gateways_local_tiers(
+    pair: tuple[Gateway, Gateway],
+) -> None:
+    first, second = pair
+    stream(first, "everywhere", tenant="b")
+    cached(second, "everywhere", tenant="b")  # now in the second gateway's local tier too
+    assert stream(second, "everywhere", tenant="b").initial_metadata["x-cache-tier"] == "local"
+    admin(first).InvalidateCache(admin_pb.InvalidateCacheRequest(tenant="b"), metadata=OPS)
+    only = pb.CacheControl(mode=pb.CACHE_MODE_ONLY_IF_CACHED)
+    wait_for(
+        lambda: stream(second, "everywhere", tenant="b", cache=only).error is not None,
+        "the second gateway to drop its copy",
+    )
+
+
 def test_requests_go_on_through_a_redis_outage(
     pair: tuple[Gateway, Gateway], redis: RedisServer, fake: Fake
 ) -> None:

@@ -1,5 +1,6 @@
 """The exact response cache: keys, entries, the in-process tier and the shared Redis tier."""
 
+from streamgate.cache.broadcast import Invalidation, InvalidationFeed
 from streamgate.cache.entry import CachedResponse
 from streamgate.cache.key import CacheKeyParts, cache_key
 from streamgate.cache.local import LocalCache
@@ -10,6 +11,8 @@ __all__ = [
     "CacheKeyParts",
     "CachedResponse",
     "Found",
+    "Invalidation",
+    "InvalidationFeed",
     "LocalCache",
     "RedisTier",
     "Removed",

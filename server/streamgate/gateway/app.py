@@ -30,7 +30,7 @@ from streamgate.api.v1 import admin_pb2 as admin_pb
 from streamgate.api.v1 import admin_pb2_grpc as admin_grpc
 from streamgate.api.v1 import generation_pb2 as pb
 from streamgate.api.v1 import generation_pb2_grpc as pb_grpc
-from streamgate.cache import LocalCache, RedisTier, TieredCache
+from streamgate.cache import InvalidationFeed, LocalCache, RedisTier, TieredCache
 from streamgate.config import (
     EMBEDDED_BACKEND,
     BackendConfig,
@@ -226,6 +226,7 @@ async def _cache(
     metrics.cache_entries.labels("local").set_function(lambda: len(local))
     metrics.cache_bytes.labels("local").set_function(lambda: local.bytes)
     shared: RedisTier | None = None
+    feed: InvalidationFeed | None = None
     if settings.enabled and settings.redis is not None:
         redis = settings.redis
         shared = RedisTier(
@@ -241,7 +242,14 @@ async def _cache(
         stack.push_async_callback(shared.close)
         tier = shared
         metrics.redis_up.set_function(lambda: 1.0 if tier.state == "up" else 0.0)
-    return TieredCache(local, shared)
+        feed = InvalidationFeed(
+            redis.url,
+            channel=redis.key_prefix + "invalidations",
+            timeout=redis.admin_timeout_seconds,
+            reconnect_seconds=redis.reconnect_seconds,
+        )
+        stack.push_async_callback(feed.close)
+    return TieredCache(local, shared, feed)
 
 
 async def start_gateway(config: GatewayConfig) -> RunningGateway:
