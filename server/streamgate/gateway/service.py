@@ -351,6 +351,8 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
             "total_s": round(total, 6),
             "overhead_s": round(max(total - s.backend_wait, 0.0), 6) if s.backend else None,
             "merged_events": s.merged_events,
+            "cache": s.cache,
+            "cache_tier": s.cache_tier,
             "peer": ctx.peer,
             "labels": ctx.labels,
         }
