@@ -1,8 +1,10 @@
 """`streamgate.v1.GenerationService`: the request pipeline, stage by stage.
 
-context → authenticate → route (authorized) → prepare (validate, chat template) → admit (quotas,
+context → authenticate → route (authorized) → prepare (validate, chat template) → choose the
+pool → cache (a hit is replayed; an identical generation under way is joined) → admit (quotas,
 upstream slot) → upstream (pick, send, first token; retry elsewhere before it) → relay (Start,
-one Delta per backend event, End) → settle quotas → status, metrics, log.
+one Delta per backend event, End; published for joiners, stored) → settle quotas → status,
+metrics, log.
 
 Every call ends in exactly one place (`_run`), which maps what went wrong to a status with
 details (errors.py), records metrics and writes the request's log line.
@@ -153,29 +155,13 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         ctx = RequestContext.from_grpc(context, "GenerateStream")
 
         async def body(call: ActiveCall) -> None:
-            caller = self._caller(ctx)
-            route = self._route(request, ctx, caller)
-            prepared = self._prepare(request, route)
-            pool, shadow = self._choose(route, ctx, caller)
-            plan, hit = await self._lookup(request, prepared, caller, route, pool, ctx)
-            if hit is not None:
-                await self._replay_stream(context, ctx, prepared, hit)
-                return
-            running = self._flights.get(plan.key) if plan.write else None
-            if running is not None:
-                await self._follow(context, ctx, prepared, running)
-                return
-            await self._leading(
-                plan,
-                lambda flight: self._admitted(
-                    caller,
-                    route,
-                    prepared,
-                    ctx,
-                    lambda: self._stream(
-                        request, context, ctx, call, route, pool, prepared, plan, flight
-                    ),
-                    shadow,
+            await self._pipeline(
+                request,
+                ctx,
+                replay=lambda prepared, hit: self._replay_stream(context, ctx, prepared, hit),
+                follow=lambda prepared, flight: self._follow(context, ctx, prepared, flight),
+                generate=lambda route, pool, prepared, plan, flight: self._stream(
+                    request, context, ctx, call, route, pool, prepared, plan, flight
                 ),
             )
 
@@ -188,25 +174,13 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         ctx = RequestContext.from_grpc(context, "Generate")
 
         async def body(call: ActiveCall) -> pb.GenerateResponse:
-            caller = self._caller(ctx)
-            route = self._route(request, ctx, caller)
-            prepared = self._prepare(request, route)
-            pool, shadow = self._choose(route, ctx, caller)
-            plan, hit = await self._lookup(request, prepared, caller, route, pool, ctx)
-            if hit is not None:
-                return await self._replay_unary(context, ctx, prepared, hit)
-            running = self._flights.get(plan.key) if plan.write else None
-            if running is not None:
-                return await self._follow_unary(context, ctx, prepared, running)
-            return await self._leading(
-                plan,
-                lambda flight: self._admitted(
-                    caller,
-                    route,
-                    prepared,
-                    ctx,
-                    lambda: self._unary(context, ctx, call, pool, prepared, plan, flight),
-                    shadow,
+            return await self._pipeline(
+                request,
+                ctx,
+                replay=lambda prepared, hit: self._replay_unary(context, ctx, prepared, hit),
+                follow=lambda prepared, flight: self._follow_unary(context, ctx, prepared, flight),
+                generate=lambda route, pool, prepared, plan, flight: self._unary(
+                    context, ctx, call, pool, prepared, plan, flight
                 ),
             )
 
@@ -236,6 +210,40 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
             return pb.ListModelsResponse(models=models)
 
         return await self._run(ctx, context, None, answer)
+
+    async def _pipeline(
+        self,
+        request: GenerationRequest,
+        ctx: RequestContext,
+        *,
+        replay: Callable[[PreparedRequest, CachedResponse], Awaitable[_T]],
+        follow: Callable[[PreparedRequest, Flight], Awaitable[_T]],
+        generate: Callable[[Route, Pool, PreparedRequest, CachePlan, Flight | None], Awaitable[_T]],
+    ) -> _T:
+        """The stages every generation call goes through, up to its answer: from the cache
+        (`replay`), from an identical generation under way (`follow`), or from a backend
+        (`generate`, once admitted; it publishes to its flight for others to follow)."""
+        caller = self._caller(ctx)
+        route = self._route(request, ctx, caller)
+        prepared = self._prepare(request, route)
+        pool, shadow = self._choose(route, ctx, caller)
+        plan, hit = await self._lookup(request, prepared, caller, route, pool, ctx)
+        if hit is not None:
+            return await replay(prepared, hit)
+        running = self._flights.get(plan.key) if plan.write else None
+        if running is not None:
+            return await follow(prepared, running)
+        return await self._leading(
+            plan,
+            lambda flight: self._admitted(
+                caller,
+                route,
+                prepared,
+                ctx,
+                lambda: generate(route, pool, prepared, plan, flight),
+                shadow,
+            ),
+        )
 
     # ---- the end of every call ---------------------------------------------------------------
 
