@@ -172,3 +172,18 @@ async def test_a_redis_that_is_down_at_start_is_not_fatal(
         assert await t.get(key(1)) is None
     finally:
         await t.close()
+
+
+async def test_an_answer_stored_while_redis_was_asked_is_found(
+    shared: Callable[..., RedisTier], redis: RedisServer
+) -> None:
+    t = shared()
+    await t.start()
+    cache = TieredCache(LocalCache(100, 1 << 20), t)
+    redis.command("CLIENT", "PAUSE", "100", "ALL")  # the lookup waits, within its bound
+    lookup = asyncio.create_task(cache.get(key(1)))
+    await asyncio.sleep(0.02)
+    cache.local.put(key(1), entry("tenant:a"), ttl=60)  # an identical generation ends
+    found = await lookup
+    assert (found.tier, found.response) == ("local", entry("tenant:a"))
+    assert t.state == "up"

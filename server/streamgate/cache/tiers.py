@@ -68,7 +68,10 @@ class TieredCache:
             return Found(response, "local")
         found = await self.shared.get(key)
         if found is None:
-            return Found(None, "redis")
+            # While Redis was asked, an identical generation may have ended and been stored
+            # here: without this look, the caller would generate it a second time.
+            response = self.local.get(key)
+            return Found(response, "local" if response is not None else "redis")
         response, ttl = found
         self.local.put(key, response, ttl)
         return Found(response, "redis")
