@@ -245,3 +245,18 @@ def test_env_can_append_many_list_entries() -> None:
         env[f"STREAMGATE_BACKENDS__{i}__URL"] = f"http://h:{1000 + i}"
     config = load_config(None, env=env)
     assert [b.name for b in config.backends] == [f"b{i}" for i in range(12)]
+
+
+def test_the_shared_cache_tier_is_off_unless_configured() -> None:
+    assert load_config(None, env={}).cache.redis is None
+    config = load_config(None, env={"STREAMGATE_CACHE__REDIS__URL": "rediss://:pw@h:6380/2"})
+    assert config.cache.redis is not None and config.cache.redis.timeout_seconds == 0.05
+    message = errors(
+        None,
+        {
+            "STREAMGATE_CACHE__REDIS__URL": "http://h",
+            "STREAMGATE_CACHE__REDIS__TIMEOUT_SECONDS": "9",
+        },
+    )
+    assert "cache.redis.url: must be a redis://, rediss:// or unix:// URL" in message
+    assert "cache.redis.timeout_seconds: Input should be less than or equal to 5" in message
