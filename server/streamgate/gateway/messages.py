@@ -1,4 +1,5 @@
-"""Backend events → streamgate.v1 messages (Start, Delta, End, Token)."""
+"""Backend events → streamgate.v1 messages (Start, Delta, End, Token, the unary response) and
+the call's initial metadata."""
 
 from __future__ import annotations
 
@@ -6,8 +7,26 @@ from collections.abc import Sequence
 
 from streamgate.api.v1 import generation_pb2 as pb
 from streamgate.backends import StreamDetails, StreamEvent, Token
+from streamgate.gateway.context import RequestContext
 
-__all__ = ["delta", "end", "finish_reason", "token", "visible_text"]
+__all__ = [
+    "delta",
+    "end",
+    "finish_reason",
+    "initial_metadata",
+    "start",
+    "token",
+    "unary_response",
+    "visible_text",
+]
+
+_CACHE_STATUS = {
+    "": pb.CACHE_STATUS_UNSPECIFIED,
+    "COALESCED": pb.CACHE_STATUS_COALESCED,
+    "MISS": pb.CACHE_STATUS_MISS,
+    "HIT": pb.CACHE_STATUS_HIT,
+    "BYPASS": pb.CACHE_STATUS_BYPASS,
+}
 
 _FINISH_REASONS = {
     "length": pb.FINISH_REASON_LENGTH,
@@ -78,3 +97,73 @@ def end(
             gateway_overhead_seconds=max(total - backend_time, 0.0),
         ),
     )
+
+
+def start(
+    ctx: RequestContext, model: str, backend: str, seed: int | None, input_tokens: int
+) -> pb.Start:
+    """The Start message of the call (route, pool and cache status from its stats)."""
+    message = pb.Start(
+        request_id=ctx.request_id,
+        model=model,
+        route=ctx.stats.route,
+        pool=ctx.stats.pool,
+        backend=backend,
+        cache_status=_CACHE_STATUS[ctx.stats.cache],
+        input_tokens=input_tokens,
+    )
+    if seed is not None:
+        message.seed = seed
+    return message
+
+
+def initial_metadata(ctx: RequestContext, backend: str) -> tuple[tuple[str, str], ...]:
+    """`x-request-id`, `x-route`, `x-pool`, `x-backend`, `x-cache-status` (+ `x-cache-tier`)."""
+    s = ctx.stats
+    metadata = (
+        ("x-request-id", ctx.request_id),
+        ("x-route", s.route),
+        ("x-pool", s.pool),
+        ("x-backend", backend),
+        ("x-cache-status", s.cache),
+    )
+    return (*metadata, ("x-cache-tier", s.cache_tier)) if s.cache_tier else metadata
+
+
+def unary_response(
+    ctx: RequestContext,
+    events: Sequence[StreamEvent],
+    *,
+    model: str,
+    backend: str,
+    with_tokens: bool,
+    requested_seed: int | None,
+    first_at: float,
+    now: float,
+    backend_time: float,
+) -> pb.GenerateResponse:
+    """The unary response of a finished generation (fresh, joined or cached); fills the call's
+    stats."""
+    stats = ctx.stats
+    stats.output_tokens = len(events)
+    stats.first_token_at = first_at
+    details = events[-1].details
+    stats.finish_reason = details.finish_reason if details else ""
+    stats.input_tokens = (details.input_length or 0) if details else 0
+    seed = details.seed if details is not None and details.seed is not None else requested_seed
+    response = pb.GenerateResponse(
+        start=start(ctx, model, backend, seed, stats.input_tokens),
+        text=visible_text(events),
+        end=end(
+            details,
+            prompt_tokens=stats.input_tokens,
+            completion_tokens=len(events),
+            queue=stats.queue_seconds,
+            time_to_first_token=first_at - ctx.started,
+            total=now - ctx.started,
+            backend_time=backend_time,
+        ),
+    )
+    if with_tokens:
+        response.tokens.extend(token(e) for e in events)
+    return response

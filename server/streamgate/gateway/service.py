@@ -27,14 +27,14 @@ from streamgate.api.v1 import generation_pb2_grpc as pb_grpc
 from streamgate.backends import BackendError, StreamEvent
 from streamgate.cache import CachedResponse, TieredCache
 from streamgate.config import GatewayConfig
-from streamgate.gateway import messages
+from streamgate.gateway import messages, replay
 from streamgate.gateway.admit import admit, token_budget
 from streamgate.gateway.auth import authenticate, authorize, priority
 from streamgate.gateway.caching import CachePlan, plan_cache
 from streamgate.gateway.calls import ActiveCall, CallRegistry
 from streamgate.gateway.context import RequestContext
 from streamgate.gateway.errors import GatewayError, Reason, from_backend_error, internal_error
-from streamgate.gateway.flight import Flight, FlightMeta
+from streamgate.gateway.flight import Flight, FlightMeta, Flights
 from streamgate.gateway.prepare import PreparedRequest, prepare
 from streamgate.gateway.relay import Relay, StreamStalled
 from streamgate.gateway.shadow import ShadowSender
@@ -42,7 +42,6 @@ from streamgate.gateway.topology import Topology
 from streamgate.gateway.upstream import PromptTokens, Upstream, open_upstream
 from streamgate.gateway.validate import GenerationRequest, RequestLimits
 from streamgate.routing import Facts, Pool, Replica, Route, RouteNotFound
-from streamgate.tasks import cancel_and_wait
 from streamgate.telemetry.logging import compact, get_logger
 from streamgate.telemetry.metrics import GatewayMetrics
 from streamgate.tenancy import Caller, Tenancy
@@ -121,9 +120,8 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         self._cache = cache
         self.cache_counts: Counter[str] = Counter()
         """Cache outcomes so far (hit, miss, bypass, coalesced), for GetCacheStats."""
-        self._flights: dict[bytes, Flight] = {}
-        """Cacheable generations under way, by cache key (followers join them)."""
-        self._carried_on: set[asyncio.Task[None]] = set()
+        self._flights = Flights()
+        """Cacheable generations under way, by cache key (identical calls join them)."""
         self._topology = topology
         self._shadow = shadow
         self._settings = settings
@@ -143,8 +141,8 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         return self._settings.cache_enabled
 
     async def close(self) -> None:
-        """Stop generations that went on for followers after their first caller left."""
-        await cancel_and_wait(self._carried_on)
+        """Stop generations that went on for joiners after their first caller left."""
+        await self._flights.close()
 
     # ---- RPCs --------------------------------------------------------------------------------
 
@@ -158,8 +156,7 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
             await self._pipeline(
                 request,
                 ctx,
-                replay=lambda prepared, hit: self._replay_stream(context, ctx, prepared, hit),
-                follow=lambda prepared, flight: self._follow(context, ctx, prepared, flight),
+                answer=lambda prepared, flight: replay.stream_from(flight, context, ctx, prepared),
                 generate=lambda route, pool, prepared, plan, flight: self._stream(
                     request, context, ctx, call, route, pool, prepared, plan, flight
                 ),
@@ -177,8 +174,7 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
             return await self._pipeline(
                 request,
                 ctx,
-                replay=lambda prepared, hit: self._replay_unary(context, ctx, prepared, hit),
-                follow=lambda prepared, flight: self._follow_unary(context, ctx, prepared, flight),
+                answer=lambda prepared, flight: replay.unary_from(flight, context, ctx, prepared),
                 generate=lambda route, pool, prepared, plan, flight: self._unary(
                     context, ctx, call, pool, prepared, plan, flight
                 ),
@@ -216,34 +212,39 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         request: GenerationRequest,
         ctx: RequestContext,
         *,
-        replay: Callable[[PreparedRequest, CachedResponse], Awaitable[_T]],
-        follow: Callable[[PreparedRequest, Flight], Awaitable[_T]],
+        answer: Callable[[PreparedRequest, Flight], Awaitable[_T]],
         generate: Callable[[Route, Pool, PreparedRequest, CachePlan, Flight | None], Awaitable[_T]],
     ) -> _T:
-        """The stages every generation call goes through, up to its answer: from the cache
-        (`replay`), from an identical generation under way (`follow`), or from a backend
-        (`generate`, once admitted; it publishes to its flight for others to follow)."""
+        """The stages every generation call goes through, up to its answer: from the cache or
+        an identical generation under way (`answer` from a flight: finished, or running), or
+        from a backend (`generate`, once admitted; it publishes to its flight, if any)."""
         caller = self._caller(ctx)
         route = self._route(request, ctx, caller)
         prepared = self._prepare(request, route)
         pool, shadow = self._choose(route, ctx, caller)
         plan, hit = await self._lookup(request, prepared, caller, route, pool, ctx)
         if hit is not None:
-            return await replay(prepared, hit)
+            return await answer(prepared, replay.cached(hit))
         running = self._flights.get(plan.key) if plan.write else None
         if running is not None:
-            return await follow(prepared, running)
-        return await self._leading(
-            plan,
-            lambda flight: self._admitted(
-                caller,
-                route,
-                prepared,
-                ctx,
-                lambda: generate(route, pool, prepared, plan, flight),
-                shadow,
-            ),
-        )
+            ctx.stats.cache = "COALESCED"
+            self._metrics.cache_requests.labels("coalesced", "local").inc()
+            self.cache_counts["coalesced"] += 1
+            running.join()
+            try:
+                return await answer(prepared, running)
+            finally:
+                running.leave()
+
+        def admitted(flight: Flight | None) -> Awaitable[_T]:
+            def run() -> Awaitable[_T]:
+                return generate(route, pool, prepared, plan, flight)
+
+            return self._admitted(caller, route, prepared, ctx, run, shadow)
+
+        if not plan.write:
+            return await admitted(None)
+        return await self._flights.lead(plan.key, admitted)
 
     # ---- the end of every call ---------------------------------------------------------------
 
@@ -507,33 +508,6 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         if err.kind in ("unavailable", "timeout") and self._on_backend_failure is not None:
             self._on_backend_failure(replica)
 
-    def _start(
-        self, ctx: RequestContext, model: str, backend: str, seed: int | None, input_tokens: int
-    ) -> pb.Start:
-        start = pb.Start(
-            request_id=ctx.request_id,
-            model=model,
-            route=ctx.stats.route,
-            pool=ctx.stats.pool,
-            backend=backend,
-            cache_status=_CACHE_STATUS[ctx.stats.cache],
-            input_tokens=input_tokens,
-        )
-        if seed is not None:
-            start.seed = seed
-        return start
-
-    def _initial_metadata(self, ctx: RequestContext, backend: str) -> tuple[tuple[str, str], ...]:
-        s = ctx.stats
-        metadata = (
-            ("x-request-id", ctx.request_id),
-            ("x-route", s.route),
-            ("x-pool", s.pool),
-            ("x-backend", backend),
-            ("x-cache-status", s.cache),
-        )
-        return (*metadata, ("x-cache-tier", s.cache_tier)) if s.cache_tier else metadata
-
     # ---- the cache ---------------------------------------------------------------------------
 
     async def _lookup(
@@ -599,135 +573,6 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         )
         self._cache.put(plan.key, entry, plan.ttl)
 
-    async def _replay_stream(
-        self,
-        context: StreamContext,
-        ctx: RequestContext,
-        prepared: PreparedRequest,
-        hit: CachedResponse,
-    ) -> None:
-        """A cached answer as the same stream: Start (HIT), a Delta per original step, End."""
-        s = ctx.stats
-        s.pool, s.backend, s.model = hit.pool, hit.backend, hit.model
-        s.input_tokens = hit.input_tokens
-        await context.send_initial_metadata(self._initial_metadata(ctx, hit.backend))
-        start = self._start(ctx, hit.model, hit.backend, hit.seed, hit.input_tokens)
-        await context.write(pb.GenerateStreamResponse(start=start))
-        for event in hit.events:
-            delta = messages.delta([event], prepared.tokens)
-            await context.write(pb.GenerateStreamResponse(delta=delta))
-            s.output_tokens += 1
-            if s.first_token_at is None:
-                s.first_token_at = time.monotonic()
-        last = hit.events[-1]
-        s.finish_reason = last.details.finish_reason if last.details else ""
-        now = time.monotonic()
-        end = messages.end(
-            last.details,
-            prompt_tokens=hit.input_tokens,
-            completion_tokens=len(hit.events),
-            queue=0.0,
-            time_to_first_token=(s.first_token_at or now) - ctx.started,
-            total=now - ctx.started,
-            backend_time=0.0,
-        )
-        await context.write(pb.GenerateStreamResponse(end=end))
-
-    async def _leading(self, plan: CachePlan, run: Callable[[Flight | None], Awaitable[_T]]) -> _T:
-        """Run a generation that identical requests may join (when its answer is cacheable):
-        `run` gets the flight to publish to, or None."""
-        if not plan.write:
-            return await run(None)
-        flight = Flight()
-        self._flights[plan.key] = flight
-        try:
-            return await run(flight)
-        except GatewayError as err:
-            flight.fail(err)
-            raise
-        finally:
-            if flight.on_empty is None:  # not carried on for followers
-                flight.fail(_abandoned())  # no-op when it finished
-                self._forget_flight(plan.key, flight)
-
-    def _joined(self, ctx: RequestContext, flight: Flight) -> None:
-        ctx.stats.cache = "COALESCED"
-        self._metrics.cache_requests.labels("coalesced", "local").inc()
-        self.cache_counts["coalesced"] += 1
-        flight.join()
-
-    async def _follow(
-        self, context: StreamContext, ctx: RequestContext, prepared: PreparedRequest, flight: Flight
-    ) -> None:
-        """Join an identical generation under way: every event from its start, live."""
-        s = ctx.stats
-        self._joined(ctx, flight)
-        try:
-            while flight.meta is None and not flight.done:
-                await flight.signal().wait()
-            if flight.meta is None:
-                raise flight.error or _abandoned()
-            meta = flight.meta
-            s.pool, s.backend, s.model, s.input_tokens = (
-                meta.pool, meta.backend, meta.model, meta.input_tokens
-            )  # fmt: skip
-            await context.send_initial_metadata(self._initial_metadata(ctx, meta.backend))
-            start = self._start(ctx, meta.model, meta.backend, meta.seed, meta.input_tokens)
-            await context.write(pb.GenerateStreamResponse(start=start))
-            sent = 0
-            while True:
-                changed = flight.signal()
-                while sent < len(flight.events):
-                    delta = messages.delta([flight.events[sent]], prepared.tokens)
-                    await context.write(pb.GenerateStreamResponse(delta=delta))
-                    sent += 1
-                    s.output_tokens = sent
-                    if s.first_token_at is None:
-                        s.first_token_at = time.monotonic()
-                if flight.done:
-                    break
-                await changed.wait()
-            if flight.error is not None:
-                raise _passed_on(flight.error, sent)
-            last = flight.events[-1]
-            s.finish_reason = last.details.finish_reason if last.details else ""
-            s.input_tokens = _input_tokens(last, meta.input_tokens)
-            now = time.monotonic()
-            end = messages.end(
-                last.details,
-                prompt_tokens=s.input_tokens,
-                completion_tokens=len(flight.events),
-                queue=0.0,
-                time_to_first_token=(s.first_token_at or now) - ctx.started,
-                total=now - ctx.started,
-                backend_time=0.0,
-            )
-            await context.write(pb.GenerateStreamResponse(end=end))
-        finally:
-            flight.leave()
-
-    async def _follow_unary(
-        self, context: UnaryContext, ctx: RequestContext, prepared: PreparedRequest, flight: Flight
-    ) -> pb.GenerateResponse:
-        """Join an identical generation under way and answer with all of it."""
-        s = ctx.stats
-        self._joined(ctx, flight)
-        try:
-            while not flight.done:
-                await flight.signal().wait()
-            if flight.error is not None or flight.meta is None:
-                raise _passed_on(flight.error or _abandoned(), 0)
-            meta = flight.meta
-            s.pool, s.backend, s.model = meta.pool, meta.backend, meta.model
-            now = time.monotonic()
-            response = self._response(
-                ctx, prepared, flight.events, meta.model, meta.backend, now, now, 0.0
-            )
-            await context.send_initial_metadata(self._initial_metadata(ctx, meta.backend))
-            return response
-        finally:
-            flight.leave()
-
     def _carry_on(
         self,
         flight: Flight,
@@ -737,10 +582,10 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         ctx: RequestContext,
         requested_seed: int | None,
     ) -> asyncio.Task[None]:
-        """Keep reading a generation whose first caller left, for its followers; stop when the
-        last of them leaves. The task is the call's `handoff`."""
+        """Keep reading a generation whose first caller left, for its joiners (and the cache);
+        it stops when the last of them leaves. The task is the call's `handoff`."""
 
-        async def run() -> None:
+        async def read() -> None:
             try:
                 async for batch in relay:
                     flight.publish(batch)
@@ -750,7 +595,7 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
                     flight.events,
                     upstream.replica,
                     meta.pool if meta else "",
-                    _input_tokens(flight.events[-1], meta.input_tokens if meta else 0),
+                    replay.input_tokens(flight.events[-1], meta.input_tokens if meta else 0),
                     requested_seed,
                 )
                 flight.finish()
@@ -762,42 +607,11 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
             finally:
                 await relay.close()
 
-        def ended(task: asyncio.Task[None]) -> None:
-            # Here, not in run(): a task cancelled before it started never runs its body.
-            self._carried_on.discard(task)
+        def ended() -> None:
             upstream.close()
             ctx.stats.received_tokens = upstream.stream.tokens_received  # for the settlement
-            flight.fail(_abandoned())  # no-op when it finished
-            self._forget_flight(plan.key, flight)
 
-        task = asyncio.create_task(run(), name="carried-on-generation")
-        self._carried_on.add(task)
-        task.add_done_callback(ended)
-
-        def stop() -> None:
-            task.cancel()  # nobody is left: close the backend stream
-
-        flight.on_empty = stop
-        return task
-
-    def _forget_flight(self, key: bytes, flight: Flight) -> None:
-        if self._flights.get(key) is flight:
-            del self._flights[key]
-
-    async def _replay_unary(
-        self,
-        context: UnaryContext,
-        ctx: RequestContext,
-        prepared: PreparedRequest,
-        hit: CachedResponse,
-    ) -> pb.GenerateResponse:
-        """A cached answer as the same unary response."""
-        s = ctx.stats
-        s.pool, s.backend, s.model = hit.pool, hit.backend, hit.model
-        now = time.monotonic()
-        response = self._response(ctx, prepared, hit.events, hit.model, hit.backend, now, now, 0.0)
-        await context.send_initial_metadata(self._initial_metadata(ctx, hit.backend))
-        return response
+        return self._flights.carry_on(plan.key, flight, read, ended)
 
     # ---- GenerateStream ----------------------------------------------------------------------
 
@@ -918,9 +732,9 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
         tokens: PromptTokens,
     ) -> None:
         """Initial metadata and Start, once `replica` is certain to serve the call."""
-        await context.send_initial_metadata(self._initial_metadata(ctx, replica.name))
+        await context.send_initial_metadata(messages.initial_metadata(ctx, replica.name))
         ctx.stats.input_tokens = await tokens.get() or 0
-        start = self._start(
+        start = messages.start(
             ctx, replica.model_id, replica.name, prepared.seed, ctx.stats.input_tokens
         )
         await context.write(pb.GenerateStreamResponse(start=start))
@@ -998,14 +812,15 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
                 upstream.close()
         now = time.monotonic()  # the last event has just arrived
         stats.backend_wait = upstream.backend_time(now)
-        response = self._response(
-            ctx, prepared, events, replica.model_id, replica.name, upstream.first_at, now,
-            stats.backend_wait,
+        response = messages.unary_response(
+            ctx, events, model=replica.model_id, backend=replica.name,
+            with_tokens=prepared.tokens, requested_seed=prepared.seed,
+            first_at=upstream.first_at, now=now, backend_time=stats.backend_wait,
         )  # fmt: skip
         self._store(plan, events, replica, stats.pool, stats.input_tokens, prepared.seed)
         if flight is not None:
             flight.finish()
-        await context.send_initial_metadata(self._initial_metadata(ctx, replica.name))
+        await context.send_initial_metadata(messages.initial_metadata(ctx, replica.name))
         return response
 
     def _relay_of(
@@ -1028,63 +843,11 @@ class GenerationService(pb_grpc.GenerationServiceServicer):
             on_event=on_event,
         )
 
-    def _response(
-        self,
-        ctx: RequestContext,
-        prepared: PreparedRequest,
-        events: Sequence[StreamEvent],
-        model: str,
-        backend: str,
-        first_at: float,
-        now: float,
-        backend_time: float,
-    ) -> pb.GenerateResponse:
-        """The unary response of a finished generation (fresh or cached)."""
-        stats = ctx.stats
-        stats.output_tokens = len(events)
-        stats.first_token_at = first_at
-        details = events[-1].details
-        stats.finish_reason = details.finish_reason if details else ""
-        stats.input_tokens = (details.input_length or 0) if details else 0
-        seed = details.seed if details is not None and details.seed is not None else prepared.seed
-        start = self._start(ctx, model, backend, seed, stats.input_tokens)
-        response = pb.GenerateResponse(
-            start=start,
-            text=messages.visible_text(events),
-            end=messages.end(
-                details,
-                prompt_tokens=stats.input_tokens,
-                completion_tokens=len(events),
-                queue=stats.queue_seconds,
-                time_to_first_token=first_at - ctx.started,
-                total=now - ctx.started,
-                backend_time=backend_time,
-            ),
-        )
-        if prepared.tokens:
-            response.tokens.extend(messages.token(e) for e in events)
-        return response
-
 
 # Failures that say something about the replica (not about the request, nor a full backend).
 _REPLICA_FAULTS = frozenset({"unavailable", "timeout", "protocol"})
 
 
-def _abandoned() -> GatewayError:
-    return GatewayError(
-        grpc.StatusCode.UNAVAILABLE,
-        Reason.GENERATION_ABANDONED,
-        "the identical request this call joined was cancelled before its first token; retry",
-    )
-
-
-_CACHE_STATUS = {
-    "": pb.CACHE_STATUS_UNSPECIFIED,
-    "COALESCED": pb.CACHE_STATUS_COALESCED,
-    "MISS": pb.CACHE_STATUS_MISS,
-    "HIT": pb.CACHE_STATUS_HIT,
-    "BYPASS": pb.CACHE_STATUS_BYPASS,
-}
 _REJECTIONS = frozenset(
     {
         Reason.API_KEY_MISSING,
@@ -1127,18 +890,3 @@ def _seed(last: StreamEvent, requested: int | None) -> int | None:
     if requested is not None or last.details is None:
         return requested
     return last.details.seed
-
-
-def _input_tokens(last: StreamEvent, known: int) -> int:
-    """The prompt's size: as the backend reports it at the end, or as known before."""
-    if last.details is not None and last.details.input_length is not None:
-        return last.details.input_length
-    return known
-
-
-def _passed_on(err: GatewayError, tokens_sent: int) -> GatewayError:
-    """A generation's failure as a coalesced caller's, who received `tokens_sent` tokens."""
-    return GatewayError(
-        err.code, err.reason, err.message, violations=err.violations, metadata=err.metadata,
-        tokens_sent=tokens_sent, backend=err.backend, retry_after=err.retry_after,
-    )  # fmt: skip
