@@ -112,14 +112,22 @@ def test_a_second_gateway_replays_the_first_ones_answer(
     assert metrics['streamgate_cache_redis_seconds_count{op="get"}'] >= 1
 
 
-def test_tenants_stay_isolated_across_gateways(pair: tuple[Gateway, Gateway]) -> None:
+def test_tenants_stay_isolated_across_gateways(
+    pair: tuple[Gateway, Gateway], redis: RedisServer
+) -> None:
     first, second = pair
     stream(first, "a's secret", tenant="a")
     cached(second, "a's secret", tenant="a")  # in Redis now
     other = stream(second, "a's secret", tenant="b")
     assert other.start.cache_status == pb.CACHE_STATUS_MISS
+    keys = [
+        k.removeprefix("streamgate:e:") for k in redis.command("KEYS", "streamgate:e:*").split()
+    ]
+    assert keys
     for gateway in pair:
-        assert "a's secret" not in gateway.logs()  # prompts and cached values are not logged
+        logs = gateway.logs()
+        assert "a's secret" not in logs  # prompts and cached values are not logged
+        assert not [k for k in keys if k in logs]  # nor cache keys
 
 
 def test_invalidation_reaches_the_shared_tier(pair: tuple[Gateway, Gateway]) -> None:
