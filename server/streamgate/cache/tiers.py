@@ -64,8 +64,8 @@ class TieredCache:
     async def get(self, key: bytes) -> Found:
         """The live entry of `key`, from the nearest tier that has it."""
         response = self.local.get(key)
-        if response is not None or self.shared is None:
-            return Found(response, "local")
+        if response is not None or self.shared is None or self.shared.state != "up":
+            return Found(response, "local")  # a down tier is not asked
         found = await self.shared.get(key)
         if found is None:
             # While Redis was asked, an identical generation may have ended and been stored
