@@ -18,7 +18,7 @@ from streamgate.cache import (
     TieredCache,
 )
 
-TIMEOUT = 0.2
+TIMEOUT = 0.5
 
 
 def entry(scope: str, text: str = "hi") -> CachedResponse:

@@ -263,9 +263,9 @@ def test_a_generation_carried_on_keeps_its_upstream_slot(gateway: Gateway, fake:
 
     wait_for(lambda: upstream_streams() == 0, "no generation under way")
     logged = len(gateway.log_lines())
-    [leader] = unary_futures(gateway, f"{SLOW} unary carried on", 1, tokens=60)
+    [leader] = unary_futures(gateway, f"{SLOW} unary carried on", 1, tokens=120)
     wait_for(lambda: upstream_streams() == 1, "the leader's generation")
-    [(_, messages, start)] = start_calls(gateway, f"{SLOW} unary carried on", 1, tokens=60)
+    [(_, messages, start)] = start_calls(gateway, f"{SLOW} unary carried on", 1, tokens=120)
     assert start.cache_status == pb.CACHE_STATUS_COALESCED
     leader.cancel()
 
@@ -279,7 +279,7 @@ def test_a_generation_carried_on_keeps_its_upstream_slot(gateway: Gateway, fake:
     next(messages)  # the generation goes on for the follower...
     assert upstream_streams() == 1  # ...and still holds its slot
     _, end, error = finish(messages)
-    assert error == "" and end is not None and end.usage.completion_tokens == 60
+    assert error == "" and end is not None and end.usage.completion_tokens == 120
     wait_for(lambda: upstream_streams() == 0, "the slot to be released at the end")
 
 
