@@ -6,6 +6,7 @@ import json
 import threading
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -40,10 +41,9 @@ def backend_of(gateway: Gateway, prompt: str) -> str:
     return result.start.backend
 
 
-@pytest.fixture
-def busy_e0(pair: list[Any]) -> Iterator[None]:
-    """Four long generations sent to e0 directly, around this gateway."""
-    engine = pair[0]
+@contextmanager
+def busy(engine: Any) -> Iterator[None]:
+    """Four long generations sent to `engine` directly, around the gateway."""
     prompt = engine.long_running_prompt(400)
     body = json.dumps({"inputs": prompt, "parameters": {"max_new_tokens": 400}}).encode()
     responses: list[Any] = []
@@ -71,14 +71,16 @@ def busy_e0(pair: list[Any]) -> Iterator[None]:
 
 
 def test_least_load_sees_the_backends_own_load(
-    gateways: Callable[..., Gateway], pair: list[Any], busy_e0: None
+    gateways: Callable[..., Gateway], pair: list[Any]
 ) -> None:
     gateway = gateway_for(gateways, pair, "least_load")
-    wait_for(
-        lambda: gateway.metrics().get('streamgate_backend_load{backend="e0"}', 0) >= 4,
-        "the gateway to scrape e0's load",
-    )
-    assert {backend_of(gateway, f"question {i}") for i in range(4)} == {"e1"}
+    # The gateway is up first: e0's generations last a second or two, its start may not.
+    with busy(pair[0]):
+        wait_for(
+            lambda: gateway.metrics().get('streamgate_backend_load{backend="e0"}', 0) >= 4,
+            "the gateway to scrape e0's load",
+        )
+        assert {backend_of(gateway, f"question {i}") for i in range(4)} == {"e1"}
 
 
 def test_prefix_affinity_keeps_each_prefix_on_one_replica(
