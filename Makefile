@@ -6,10 +6,10 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: run test lint typecheck unit redis bench-engine bench-gateway bench-routing bench-cache clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e clients/python -e '.[test]'
 	touch $(STAMP)
 
 include mk/protos.mk
@@ -26,8 +26,8 @@ redis:
 	scripts/ensure-redis.sh
 
 lint: $(STAMP)
-	$(BIN)/ruff check server tests loadtest
-	$(BIN)/ruff format --check server tests loadtest
+	$(BIN)/ruff check server clients/python tests loadtest
+	$(BIN)/ruff format --check server clients/python tests loadtest
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

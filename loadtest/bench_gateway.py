@@ -1,6 +1,6 @@
 """Gateway benchmark on loopback: relay rate and added time to first token.
 
-1. Relay: a fake TGI streams tokens faster than any gateway can relay (tests/fake_tgi.py, its own
+1. Relay: a fake TGI streams tokens faster than any gateway can relay (tests/support/fake_tgi.py, its own
    process); clients read GenerateStream through the gateway at 1 and 64 concurrent streams. The
    same clients read the same messages (Start, one Delta per token, End) from a bare grpc.aio
    server in the same run: the ratio is the gateway's relay efficiency.
@@ -30,8 +30,8 @@ from typing import Any
 import aiohttp
 import grpc
 
-from streamgate.api.v1 import generation_pb2 as pb
-from streamgate.api.v1 import generation_pb2_grpc as pb_grpc
+from streamgate_client.v1 import generation_pb2 as pb
+from streamgate_client.v1 import generation_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -214,7 +214,7 @@ def main() -> None:
         fake_port, bare_port, gw_port = free_port(), free_port(), free_port()
         config = Path(tmp) / "gateway.yaml"  # JSON is YAML
         gateway_config(config, gw_port, f"http://127.0.0.1:{fake_port}")
-        fake = [py, str(ROOT / "tests/fake_tgi.py"), "--port", str(fake_port), "--batch", "16"]
+        fake = [py, str(ROOT / "tests/support/fake_tgi.py"), "--port", str(fake_port), "--batch", "16"]
         bare = [py, __file__, "bare", "--port", str(bare_port)]
         gateway = [py, "-m", "streamgate", "serve", "--config", str(config)]
         relay: dict[str, dict[str, float]] = {}

@@ -1,6 +1,6 @@
 # Protobuf targets, included by the Makefile (`include mk/protos.mk`); uses its BIN and STAMP.
 #
-#   make protos       regenerate server/streamgate/api/ and loadtest/streamgate.protoset
+#   make protos       regenerate clients/python/streamgate_client/v1/ and loadtest/streamgate.protoset
 #   make protos-check fail when the checked-in generated code or protoset is stale
 #   make buf-lint     buf lint (STANDARD) on protos/, installing buf from npm into .tools/
 #   make protoset     regenerate only loadtest/streamgate.protoset (ghz/grpcurl -protoset)
@@ -14,7 +14,7 @@ GEN_PROTOS := PYTHON=$(BIN)/python scripts/gen_protos.sh
 
 .PHONY: protos protos-check buf-lint protoset
 
-## Regenerate the Python package streamgate.api and the loadtest protoset from protos/.
+## Regenerate the Python package streamgate_client.v1 and the loadtest protoset from protos/.
 protos: $(STAMP)
 	$(GEN_PROTOS)
 

@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
-# Generate the Python package server/streamgate/api/ and loadtest/streamgate.protoset from protos/.
+# Generate the Python code of the proto package streamgate.v1 (owned by the client distribution,
+# clients/python) and loadtest/streamgate.protoset from protos/.
 #
 #   scripts/gen_protos.sh             regenerate both (make protos)
 #   scripts/gen_protos.sh --protoset  regenerate only the protoset (make protoset)
 #   scripts/gen_protos.sh --check     regenerate into a temp dir, fail on any difference with the
 #                                     checked-in files (make protos-check)
 #
-# Layout: proto package `streamgate.X` becomes Python package `streamgate.api.X`, so
-# protos/streamgate/v1/generation.proto -> server/streamgate/api/v1/generation_pb2.py, imported
-# as `streamgate.api.v1.generation_pb2`. protoc runs with `-I protos`, so descriptor file names
-# stay `streamgate/v1/*.proto` (what reflection, protosets and other languages see); protoc's
-# Python generators then write `from streamgate.v1 import ...`, which this script rewrites to
-# `from streamgate.api.v1 import ...`. That is the only post-processing.
+# Layout: proto package `streamgate.v1` becomes Python package `streamgate_client.v1`, so
+# protos/streamgate/v1/generation.proto -> clients/python/streamgate_client/v1/generation_pb2.py,
+# imported as `streamgate_client.v1.generation_pb2` (the server imports it from there too).
+# protoc runs with `-I protos`, so descriptor file names stay `streamgate/v1/*.proto` (what
+# reflection, protosets and other languages see); protoc's Python generators then write
+# `from streamgate.v1 import ...`, which this script rewrites to `from streamgate_client.v1
+# import ...`. That is the only post-processing.
 #
-# The whole api/ directory is generated (its __init__.py files too) so that the check can compare
+# The whole v1/ directory is generated (its __init__.py too) so that the check can compare
 # directories exactly. Output depends only on the versions of grpcio-tools (protoc) and
 # mypy-protobuf, which pyproject pins.
 #
@@ -30,7 +32,7 @@ fi
 mode="${1:-all}"
 case "$mode" in all | --check | --protoset) ;; *) echo "usage: $0 [--check|--protoset]" >&2; exit 2 ;; esac
 
-api_dir=server/streamgate/api
+api_dir=clients/python/streamgate_client/v1
 protoset=loadtest/streamgate.protoset
 # mypy-protobuf's plugins are console scripts next to the interpreter, not necessarily on PATH.
 scripts_dir="$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
@@ -38,8 +40,8 @@ scripts_dir="$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_path("scripts
 # Sorted, relative paths: protoc output (and the protoset's file order) depends on both.
 mapfile -t proto_files < <(cd protos && find . -name '*.proto' | sed 's|^\./||' | LC_ALL=C sort)
 for f in "${proto_files[@]}"; do
-    if [[ "$f" != streamgate/* ]]; then
-        echo "error: $f: only protos under protos/streamgate/ map to streamgate.api" >&2
+    if [[ "$f" != streamgate/v1/* ]]; then
+        echo "error: $f: only protos under protos/streamgate/v1/ map to streamgate_client.v1" >&2
         exit 1
     fi
 done
@@ -67,7 +69,7 @@ gen_api() {
     # mypy-protobuf reports each file it writes; keep anything else (warnings) visible.
     grep -v '^Writing mypy to ' "$tmp/protoc.err" >&2 || true
     mkdir -p "$out"
-    cp -R "$raw/streamgate/." "$out/"
+    cp -R "$raw/streamgate/v1/." "$out/"
     "$PYTHON" - "$out" <<'EOF'
 import pathlib
 import re
@@ -76,11 +78,11 @@ import sys
 out = pathlib.Path(sys.argv[1])
 rewrites = [
     # Cross-module imports of our own generated code.
-    (re.compile(r"^(\s*)from streamgate\.", re.M), r"\1from streamgate.api."),
-    (re.compile(r"^(\s*)import streamgate\.", re.M), r"\1import streamgate.api."),
+    (re.compile(r"^(\s*)from streamgate\.v1 ", re.M), r"\1from streamgate_client.v1 "),
+    (re.compile(r"^(\s*)import streamgate\.v1\.", re.M), r"\1import streamgate_client.v1."),
     # The module name given to the builder becomes the message classes' __module__ (pickle
     # and repr use it), so it must be the real import path.
-    (re.compile(r"(BuildTopDescriptorsAndMessages\(DESCRIPTOR, ')streamgate\."), r"\1streamgate.api."),
+    (re.compile(r"(BuildTopDescriptorsAndMessages\(DESCRIPTOR, ')streamgate\.v1\."), r"\1streamgate_client.v1."),
 ]
 for path in sorted(out.rglob("*.py*")):
     text = path.read_text()
@@ -88,14 +90,11 @@ for path in sorted(out.rglob("*.py*")):
         text = pattern.sub(replacement, text)
     path.write_text(text)
 
-init = '"""Code generated from protos/ by scripts/gen_protos.sh. Do not edit."""\n'
 (out / "__init__.py").write_text(
-    '"""Python code generated from protos/ (proto package streamgate.X is streamgate.api.X).\n\n'
+    '"""Python code of the proto package streamgate.v1, generated from protos/.\n\n'
     "Regenerate with `make protos`; `make protos-check` fails when it is stale. Do not edit.\n"
     '"""\n'
 )
-for directory in sorted(p for p in out.rglob("*") if p.is_dir()):
-    (directory / "__init__.py").write_text(init)
 EOF
 }
 

@@ -50,11 +50,11 @@ from google.rpc import error_details_pb2 as rpc_details  # type: ignore[import-u
 from google.rpc import status_pb2  # type: ignore[import-untyped, unused-ignore]
 from grpc_status import rpc_status
 
-from streamgate.api.v1 import generation_pb2 as pb
-from streamgate.api.v1 import generation_pb2_grpc as pb_grpc
+from streamgate_client.v1 import generation_pb2 as pb
+from streamgate_client.v1 import generation_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
-    from streamgate.api.v1.generation_pb2_grpc import GenerationServiceAsyncStub
+    from streamgate_client.v1.generation_pb2_grpc import GenerationServiceAsyncStub
 
 __all__ = [
     "DEFAULT_TARGET",

@@ -6,8 +6,6 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-from redis_server import RedisServer
-from test_gateway_support import free_port
 
 from streamgate.backends import StreamDetails, StreamEvent, Token
 from streamgate.cache import (
@@ -17,6 +15,8 @@ from streamgate.cache import (
     SharedTierUnavailable,
     TieredCache,
 )
+from support.processes import free_port
+from support.redis_server import RedisServer
 
 TIMEOUT = 0.5
 

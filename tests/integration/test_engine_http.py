@@ -16,11 +16,11 @@ import pytest
 from text_generation import Client
 
 from streamgate.engine.config import EngineConfig
+from support.engines import Engine
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from conftest import Engine
 
 TIMEOUT = aiohttp.ClientTimeout(total=120)
 

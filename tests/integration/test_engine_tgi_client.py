@@ -10,10 +10,11 @@ from text_generation import AsyncClient, Client
 from text_generation.errors import OverloadedError, ValidationError
 from text_generation.types import FinishReason
 
+from support.engines import Engine
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from conftest import Engine
 
 TIMEOUT = 120  # the client's timeout bounds a whole call
 

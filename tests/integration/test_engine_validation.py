@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import pytest
 
+from support.engines import Engine
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from conftest import Engine
 
 # The limits of the shared `engine` fixture (checked by `limits` below).
 MAX_INPUT_TOKENS = 256

@@ -10,13 +10,16 @@ from typing import Any
 
 import grpc
 import pytest
-from redis_server import RedisServer
-from test_gateway_support import Fake, Gateway, engine_backend, read_stream, wait_for
 
-from streamgate.api.v1 import admin_pb2 as admin_pb
-from streamgate.api.v1 import admin_pb2_grpc as admin_grpc
-from streamgate.api.v1 import generation_pb2 as pb
 from streamgate.tenancy import hash_key
+from streamgate_client.v1 import admin_pb2 as admin_pb
+from streamgate_client.v1 import admin_pb2_grpc as admin_grpc
+from streamgate_client.v1 import generation_pb2 as pb
+from support.fake import Fake
+from support.gateways import Gateway, engine_backend
+from support.processes import wait_for
+from support.redis_server import RedisServer
+from support.rpc import read_stream
 
 KEYS = {"a": "sg-shared-a-0123456789", "b": "sg-shared-b-0123456789", "ops": "sg-shared-ops-012345"}
 TIMEOUT_SECONDS = 0.1

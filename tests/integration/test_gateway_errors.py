@@ -9,22 +9,12 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2
-from test_gateway_support import (
-    SERVICE,
-    Fake,
-    Gateway,
-    RpcFailure,
-    engine_backend,
-    expect_failure,
-    free_port,
-    gateway_pool,
-    read_stream,
-    start_fake,
-    start_gateway,
-    wait_for,
-)
 
-from streamgate.api.v1 import generation_pb2 as pb
+from streamgate_client.v1 import generation_pb2 as pb
+from support.fake import Fake, start_fake
+from support.gateways import SERVICE, Gateway, engine_backend, gateway_pool, start_gateway
+from support.processes import free_port, wait_for
+from support.rpc import RpcFailure, expect_failure, read_stream
 
 
 @pytest.fixture

@@ -9,18 +9,12 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from test_gateway_support import (
-    SMALL_WINDOW,
-    Fake,
-    Gateway,
-    engine_backend,
-    failure,
-    start_fake,
-    start_gateway,
-    wait_for,
-)
 
-from streamgate.api.v1 import generation_pb2 as pb
+from streamgate_client.v1 import generation_pb2 as pb
+from support.fake import Fake, start_fake
+from support.gateways import SMALL_WINDOW, Gateway, engine_backend, start_gateway
+from support.processes import wait_for
+from support.rpc import failure
 
 TOKENS = 200_000  # far more than the HTTP/2 window, the gateway's buffer and TCP buffers hold
 MEMORY_BOUND = 64 * 1024 * 1024  # 200k buffered events would take well over this

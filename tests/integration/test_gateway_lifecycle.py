@@ -13,21 +13,12 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2
-from test_gateway_support import (
-    SERVICE,
-    STARTUP_TIMEOUT,
-    Fake,
-    Gateway,
-    engine_backend,
-    expect_failure,
-    failure,
-    gateway_pool,
-    pid_alive,
-    read_stream,
-    wait_for,
-)
 
-from streamgate.api.v1 import generation_pb2 as pb
+from streamgate_client.v1 import generation_pb2 as pb
+from support.fake import Fake
+from support.gateways import SERVICE, STARTUP_TIMEOUT, Gateway, engine_backend, gateway_pool
+from support.processes import pid_alive, wait_for
+from support.rpc import expect_failure, failure, read_stream
 
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -160,7 +151,7 @@ def run_to_exit(tmp_path: Path, config: str) -> subprocess.CompletedProcess[str]
     path = tmp_path / "gw.yaml"
     path.write_text(config)
     return subprocess.run(
-        [sys.executable, "-m", "streamgate.gateway", "--config", str(path)],
+        [sys.executable, "-m", "streamgate", "serve", "--config", str(path)],
         capture_output=True,
         text=True,
         timeout=STARTUP_TIMEOUT,

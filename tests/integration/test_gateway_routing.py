@@ -10,9 +10,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from test_gateway_support import Gateway, engine_backend, read_stream, wait_for
 
-from streamgate.api.v1 import generation_pb2 as pb
+from streamgate_client.v1 import generation_pb2 as pb
+from support.gateways import Gateway, engine_backend
+from support.processes import wait_for
+from support.rpc import read_stream
 
 
 @pytest.fixture(scope="module")

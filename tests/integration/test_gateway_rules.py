@@ -8,17 +8,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from test_gateway_support import (
-    Fake,
-    Gateway,
-    engine_backend,
-    free_port,
-    read_stream,
-    start_fake,
-    wait_for,
-)
 
-from streamgate.api.v1 import generation_pb2 as pb
+from streamgate_client.v1 import generation_pb2 as pb
+from support.fake import Fake, start_fake
+from support.gateways import Gateway, engine_backend
+from support.processes import free_port, wait_for
+from support.rpc import read_stream
 
 
 @pytest.fixture(scope="module")

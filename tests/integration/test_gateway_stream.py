@@ -4,26 +4,17 @@ cancellation and deadlines (the backend's side of them included)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2
-from test_gateway_support import (
-    SERVICE,
-    Fake,
-    Gateway,
-    engine_backend,
-    expect_failure,
-    read_stream,
-    start_gateway,
-    wait_for,
-)
 
-from streamgate.api.v1 import generation_pb2 as pb
-
-if TYPE_CHECKING:
-    from conftest import Engine
+from streamgate_client.v1 import generation_pb2 as pb
+from support.engines import Engine
+from support.fake import Fake
+from support.gateways import SERVICE, Gateway, engine_backend, start_gateway
+from support.processes import wait_for
+from support.rpc import expect_failure, read_stream
 
 STEPS = 12
 

@@ -11,18 +11,13 @@ from typing import Any
 
 import grpc
 import pytest
-from test_gateway_support import (
-    Fake,
-    Gateway,
-    engine_backend,
-    expect_failure,
-    failure,
-    read_stream,
-    wait_for,
-)
 
-from streamgate.api.v1 import generation_pb2 as pb
 from streamgate.tenancy import hash_key
+from streamgate_client.v1 import generation_pb2 as pb
+from support.fake import Fake
+from support.gateways import Gateway, engine_backend
+from support.processes import wait_for
+from support.rpc import expect_failure, failure, read_stream
 
 ACME = "sg-acme-ci-0123456789"
 ACME_ENV = "sg-acme-env-0123456789"

@@ -16,16 +16,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from test_gateway_support import (
-    Fake,
-    Gateway,
-    _env,
-    engine_backend,
-)
 
-from streamgate.api.v1 import generation_pb2 as pb
-from streamgate.api.v1 import generation_pb2_grpc as pb_grpc
 from streamgate.client import tls_credentials
+from streamgate_client.v1 import generation_pb2 as pb
+from streamgate_client.v1 import generation_pb2_grpc as pb_grpc
+from support.fake import Fake
+from support.gateways import Gateway, engine_backend
+from support.processes import subprocess_env
 
 
 @dataclass
@@ -177,7 +174,7 @@ def test_the_cli_connects_with_tls(
     command = [sys.executable, "-m", "streamgate", "generate", "--target", gateway.address,
                "--ca-file", str(ca.cert), "--cert-file", str(client.cert),
                "--key-file", str(client.key), "--max-new-tokens", "3", "hi"]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=60, env=_env())
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, env=subprocess_env())
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("t0 t1 t2")
 
@@ -195,7 +192,7 @@ def test_a_key_that_does_not_match_its_certificate_fails_at_start(
     )
     done = subprocess.run(
         [sys.executable, "-m", "streamgate", "serve", "--config", str(config)],
-        capture_output=True, text=True, timeout=120, env=_env(),
+        capture_output=True, text=True, timeout=120, env=subprocess_env(),
     )  # fmt: skip
     assert done.returncode == 2
     assert "cannot listen" in done.stderr and "TLS" in done.stderr

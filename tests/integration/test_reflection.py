@@ -22,14 +22,14 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-from streamgate.api.v1 import generation_pb2 as pb
-from streamgate.api.v1 import generation_pb2_grpc as pb_grpc
 from streamgate.gateway.reflection import (
     V1_FILE,
     V1_SERVICE_NAME,
     V1ALPHA_SERVICE_NAME,
     enable_reflection,
 )
+from streamgate_client.v1 import generation_pb2 as pb
+from streamgate_client.v1 import generation_pb2_grpc as pb_grpc
 
 SERVICE = "streamgate.v1.GenerationService"
 METHOD = f"{SERVICE}.GenerateStream"

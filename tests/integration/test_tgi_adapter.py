@@ -7,21 +7,10 @@ waiting, never assertions about how long something took.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import re
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable
 
 import pytest
-from test_gateway_support import free_port
 
 from streamgate.backends import (
     BackendError,
@@ -31,63 +20,14 @@ from streamgate.backends import (
     TGIParameters,
     TGIStream,
 )
+from support.engines import Engine
+from support.fake import Fake
+from support.processes import free_port
 
-if TYPE_CHECKING:
-    from conftest import Engine
-
-FAKE_SCRIPT = Path(__file__).resolve().parents[1] / "fake_tgi.py"
-STARTUP_TIMEOUT = 60.0
 WAIT_TIMEOUT = 30.0  # bound on polling a server's counters
-_URL_LINE = re.compile(r"listening on (http://\S+)")
 
 
 # ---- fixtures and helpers -------------------------------------------------------------------
-
-
-@dataclass
-class Fake:
-    """A running fake TGI process."""
-
-    url: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def stats(self) -> dict[str, Any]:
-        with urllib.request.urlopen(self.url + "/stats", timeout=10) as resp:
-            stats: dict[str, Any] = json.loads(resp.read())
-            return stats
-
-
-@pytest.fixture(scope="module")
-def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fake]:
-    """The fake TGI, default mode `normal`, tokens as fast as possible."""
-    log = tmp_path_factory.mktemp("fake") / "fake.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, str(FAKE_SCRIPT), "--host", "127.0.0.1", "--port", "0"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        url = ""
-        while not url and time.monotonic() < deadline and process.poll() is None:
-            match = _URL_LINE.search(log.read_text(errors="replace"))
-            if match:
-                url = match.group(1)
-            else:
-                time.sleep(0.05)
-        if not url:
-            pytest.fail(f"fake TGI did not start; log:\n{log.read_text(errors='replace')}")
-        yield Fake(url, process, log)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
 
 
 @pytest.fixture

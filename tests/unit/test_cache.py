@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from streamgate.api.v1 import generation_pb2 as pb
 from streamgate.backends import StreamDetails, StreamEvent, TGIBackend, TGIParameters
 from streamgate.backends.tgi import Token
 from streamgate.cache import CachedResponse, CacheKeyParts, LocalCache, cache_key
@@ -14,6 +13,7 @@ from streamgate.gateway.caching import deterministic, plan_cache
 from streamgate.gateway.prepare import PreparedRequest
 from streamgate.routing import Pool, Replica, RoundRobin
 from streamgate.tenancy import Caller, Tenancy
+from streamgate_client.v1 import generation_pb2 as pb
 
 
 class Clock:

@@ -26,8 +26,6 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from streamgate import cli
-from streamgate.api.v1 import generation_pb2 as pb
-from streamgate.api.v1 import generation_pb2_grpc as pb_grpc
 from streamgate.client import (
     AsyncClient,
     Client,
@@ -52,6 +50,9 @@ from streamgate.client import (
     Usage,
     build_request,
 )
+from streamgate_client.v1 import generation_pb2 as pb
+from streamgate_client.v1 import generation_pb2_grpc as pb_grpc
+from support.processes import free_port
 
 DOMAIN = "streamgate.dev"
 HEADERS = (
@@ -659,8 +660,8 @@ async def test_status_codes_map_to_error_classes(
     assert caught.value.request_id == "req-header"
 
 
-def test_unreachable_gateway_is_unavailable(free_port: int) -> None:
-    with Client(f"127.0.0.1:{free_port}", timeout=WAIT) as client:
+def test_unreachable_gateway_is_unavailable(unused_port: int) -> None:
+    with Client(f"127.0.0.1:{unused_port}", timeout=WAIT) as client:
         with pytest.raises(UnavailableError) as caught:
             client.list_models()
         assert caught.value.details == ()
@@ -669,13 +670,8 @@ def test_unreachable_gateway_is_unavailable(free_port: int) -> None:
 
 
 @pytest.fixture
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+def unused_port() -> int:
+    return free_port()
 
 
 # --- CLI -----------------------------------------------------------------------------------------
@@ -775,8 +771,10 @@ async def test_cli_models(stub: Stub, capsys: pytest.CaptureFixture[str]) -> Non
     assert lines[2].split() == ["big", "a,b", "-", "-"]
 
 
-async def test_cli_unreachable_gateway(free_port: int, capsys: pytest.CaptureFixture[str]) -> None:
-    assert await _main(["models", "--target", f"127.0.0.1:{free_port}"]) == 1
+async def test_cli_unreachable_gateway(
+    unused_port: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await _main(["models", "--target", f"127.0.0.1:{unused_port}"]) == 1
     assert capsys.readouterr().err.startswith("streamgate models: UNAVAILABLE")
 
 

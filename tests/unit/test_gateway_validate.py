@@ -7,11 +7,11 @@ import math
 import grpc
 import pytest
 
-from streamgate.api.v1 import generation_pb2 as pb
 from streamgate.gateway.chat import DEFAULT_CHAT_TEMPLATE, ChatTemplate
 from streamgate.gateway.errors import GatewayError, Reason, Violation
 from streamgate.gateway.prepare import prepare, tgi_parameters
 from streamgate.gateway.validate import RequestLimits, validate_request
+from streamgate_client.v1 import generation_pb2 as pb
 
 LIMITS = RequestLimits(
     max_prompt_chars=100,

@@ -6,8 +6,8 @@ import grpc
 from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import EnumDescriptor
 
-from streamgate.api.v1 import generation_pb2 as pb
-from streamgate.api.v1 import generation_pb2_grpc as pb_grpc
+from streamgate_client.v1 import generation_pb2 as pb
+from streamgate_client.v1 import generation_pb2_grpc as pb_grpc
 
 PROTOSET = Path(__file__).resolve().parents[2] / "loadtest" / "streamgate.protoset"
 SERVICE = "streamgate.v1.GenerationService"
@@ -18,7 +18,7 @@ def test_modules_import_under_the_package_path() -> None:
     # only the Python module path carries the `api` prefix.
     assert pb.DESCRIPTOR.name == "streamgate/v1/generation.proto"
     assert pb.DESCRIPTOR.package == "streamgate.v1"
-    assert pb.GenerateStreamRequest.__module__ == "streamgate.api.v1.generation_pb2"
+    assert pb.GenerateStreamRequest.__module__ == "streamgate_client.v1.generation_pb2"
     # The grpc module's import was rewritten to the package path (it is the same module object).
     assert vars(pb_grpc)["streamgate_dot_v1_dot_generation__pb2"] is pb
     methods = pb.DESCRIPTOR.services_by_name["GenerationService"].methods_by_name

@@ -7,8 +7,6 @@ from typing import Any, TypeVar
 
 import grpc
 
-from streamgate.api.v1 import admin_pb2 as admin_pb
-from streamgate.api.v1 import admin_pb2_grpc as admin_grpc
 from streamgate.cache import Removed, SharedTierUnavailable, TieredCache
 from streamgate.gateway.auth import authenticate
 from streamgate.gateway.context import RequestContext
@@ -16,6 +14,8 @@ from streamgate.gateway.errors import GatewayError, Reason, Violation
 from streamgate.gateway.service import GenerationService
 from streamgate.telemetry.logging import get_logger
 from streamgate.tenancy import Tenancy
+from streamgate_client.v1 import admin_pb2 as admin_pb
+from streamgate_client.v1 import admin_pb2_grpc as admin_grpc
 
 __all__ = ["AdminService"]
 

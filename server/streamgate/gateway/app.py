@@ -26,10 +26,6 @@ import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 
 from streamgate.admission import AdmissionQueue
-from streamgate.api.v1 import admin_pb2 as admin_pb
-from streamgate.api.v1 import admin_pb2_grpc as admin_grpc
-from streamgate.api.v1 import generation_pb2 as pb
-from streamgate.api.v1 import generation_pb2_grpc as pb_grpc
 from streamgate.cache import InvalidationFeed, LocalCache, RedisTier, TieredCache
 from streamgate.config import (
     EMBEDDED_BACKEND,
@@ -56,6 +52,10 @@ from streamgate.tasks import cancel_and_wait
 from streamgate.telemetry.logging import configure_logging, get_logger
 from streamgate.telemetry.metrics import GatewayMetrics, MetricsServer
 from streamgate.tenancy import Tenancy
+from streamgate_client.v1 import admin_pb2 as admin_pb
+from streamgate_client.v1 import admin_pb2_grpc as admin_grpc
+from streamgate_client.v1 import generation_pb2 as pb
+from streamgate_client.v1 import generation_pb2_grpc as pb_grpc
 
 __all__ = [
     "ADMIN_SERVICE",

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from streamgate.api.v1 import generation_pb2 as pb
 from streamgate.backends import TGIParameters
 from streamgate.cache import CacheKeyParts, cache_key
 from streamgate.gateway.prepare import PreparedRequest
 from streamgate.routing import Pool
 from streamgate.tenancy import Caller
+from streamgate_client.v1 import generation_pb2 as pb
 
 __all__ = ["CachePlan", "deterministic", "plan_cache"]
 

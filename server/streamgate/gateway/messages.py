@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from streamgate.api.v1 import generation_pb2 as pb
 from streamgate.backends import StreamDetails, StreamEvent, Token
 from streamgate.gateway.context import RequestContext
+from streamgate_client.v1 import generation_pb2 as pb
 
 __all__ = [
     "delta",

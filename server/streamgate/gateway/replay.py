@@ -12,7 +12,6 @@ import time
 
 import grpc
 
-from streamgate.api.v1 import generation_pb2 as pb
 from streamgate.backends import StreamEvent
 from streamgate.cache import CachedResponse
 from streamgate.gateway import messages
@@ -20,6 +19,7 @@ from streamgate.gateway.context import RequestContext
 from streamgate.gateway.errors import GatewayError
 from streamgate.gateway.flight import Flight, FlightMeta, abandoned
 from streamgate.gateway.prepare import PreparedRequest
+from streamgate_client.v1 import generation_pb2 as pb
 
 __all__ = ["cached", "input_tokens", "stream_from", "unary_from"]
 

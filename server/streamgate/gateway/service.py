@@ -22,8 +22,6 @@ from typing import Any, TypeVar
 import grpc
 
 from streamgate.admission import AdmissionQueue
-from streamgate.api.v1 import generation_pb2 as pb
-from streamgate.api.v1 import generation_pb2_grpc as pb_grpc
 from streamgate.backends import BackendError, StreamEvent
 from streamgate.cache import CachedResponse, TieredCache
 from streamgate.config import GatewayConfig
@@ -45,6 +43,8 @@ from streamgate.routing import Facts, Pool, Replica, Route, RouteNotFound
 from streamgate.telemetry.logging import compact, get_logger
 from streamgate.telemetry.metrics import GatewayMetrics
 from streamgate.tenancy import Caller, Tenancy
+from streamgate_client.v1 import generation_pb2 as pb
+from streamgate_client.v1 import generation_pb2_grpc as pb_grpc
 
 __all__ = ["GenerationService", "ServiceSettings"]
 

@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from streamgate.api.v1 import generation_pb2 as pb
 from streamgate.gateway.errors import Violation
+from streamgate_client.v1 import generation_pb2 as pb
 
 __all__ = [
     "GenerationRequest",

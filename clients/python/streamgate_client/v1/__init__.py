@@ -1,4 +1,4 @@
-"""Python code generated from protos/ (proto package streamgate.X is streamgate.api.X).
+"""Python code of the proto package streamgate.v1, generated from protos/.
 
 Regenerate with `make protos`; `make protos-check` fails when it is stale. Do not edit.
 """

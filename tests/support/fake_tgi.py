@@ -1,6 +1,6 @@
 """A fault-injecting fake TGI server (aiohttp), runnable as its own process.
 
-    python tests/fake_tgi.py --port 8081 [--mode normal] [--token-delay 0] ...
+    python tests/support/fake_tgi.py --port 8081 [--mode normal] [--token-delay 0] ...
 
 It exists to produce the faults a real TGI (or what stands in front of it) can produce, on
 demand, and to be a backend that streams faster than any gateway can relay. It speaks TGI's
