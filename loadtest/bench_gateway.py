@@ -1,9 +1,10 @@
 """Gateway benchmark on loopback: relay rate and added time to first token.
 
-1. Relay: a fake TGI streams tokens faster than any gateway can relay (tests/support/fake_tgi.py, its own
-   process); clients read GenerateStream through the gateway at 1 and 64 concurrent streams. The
-   same clients read the same messages (Start, one Delta per token, End) from a bare grpc.aio
-   server in the same run: the ratio is the gateway's relay efficiency.
+1. Relay: a fake TGI streams tokens faster than any gateway can relay
+   (tests/support/fake_tgi.py, its own process); clients read GenerateStream through the gateway
+   at 1 and 64 concurrent streams. The same clients read the same messages (Start, one Delta per
+   token, End) from a bare grpc.aio server in the same run: the ratio is the gateway's relay
+   efficiency.
 2. Added TTFT: time to the first token from the engine directly (TGI SSE over HTTP) and through the
    gateway (gRPC) at 1 and 64 concurrent streams, alternating rounds; p50/p99 of both.
 
@@ -214,7 +215,8 @@ def main() -> None:
         fake_port, bare_port, gw_port = free_port(), free_port(), free_port()
         config = Path(tmp) / "gateway.yaml"  # JSON is YAML
         gateway_config(config, gw_port, f"http://127.0.0.1:{fake_port}")
-        fake = [py, str(ROOT / "tests/support/fake_tgi.py"), "--port", str(fake_port), "--batch", "16"]
+        fake_tgi = str(ROOT / "tests/support/fake_tgi.py")
+        fake = [py, fake_tgi, "--port", str(fake_port), "--batch", "16"]
         bare = [py, __file__, "bare", "--port", str(bare_port)]
         gateway = [py, "-m", "streamgate", "serve", "--config", str(config)]
         relay: dict[str, dict[str, float]] = {}

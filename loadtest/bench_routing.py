@@ -29,8 +29,8 @@ from typing import Any
 import grpc
 
 from bench_gateway import free_port, percentile, process
-from streamgate.api.v1 import generation_pb2 as pb
-from streamgate.api.v1 import generation_pb2_grpc as pb_grpc
+from streamgate_client.v1 import generation_pb2 as pb
+from streamgate_client.v1 import generation_pb2_grpc as pb_grpc
 
 PICKERS = ("round_robin", "least_load", "prefix_affinity")
 TENANTS = 24
