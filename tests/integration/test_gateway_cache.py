@@ -57,6 +57,14 @@ def stream(gateway: Gateway, prompt: str, tenant: str = "a", **fields: Any) -> A
     return read_stream(gateway.stub().GenerateStream(request, metadata=metadata))
 
 
+def admin(gateway: Gateway) -> admin_grpc.AdminServiceStub:
+    return admin_grpc.AdminServiceStub(gateway.channel())
+
+
+def as_tenant(name: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {KEYS[name]}"),)
+
+
 def requests_seen(fake: Fake) -> int:
     count: int = fake.stats()["requests"]
     return count
@@ -181,11 +189,29 @@ def finish(messages: Any) -> tuple[int, pb.End | None, str]:
     return deltas, end, ""
 
 
+def cache_outcomes(gateway: Gateway) -> tuple[admin_pb.GetCacheStatsResponse, dict[str, float]]:
+    """GetCacheStats, and the outcome counters of /metrics by result."""
+    stats = admin(gateway).GetCacheStats(admin_pb.GetCacheStatsRequest(), metadata=as_tenant("ops"))
+    prefix = "streamgate_cache_requests_total{result="
+    counters: dict[str, float] = {}
+    for name, value in gateway.metrics().items():
+        if name.startswith(prefix):
+            result = name[len(prefix) :].split('"')[1]
+            counters[result] = counters.get(result, 0.0) + value
+    return stats, counters
+
+
 def test_identical_requests_share_one_generation(gateway: Gateway, fake: Fake) -> None:
     before = requests_seen(fake)
+    stats_before, counted_before = cache_outcomes(gateway)
     calls = start_calls(gateway, f"{SLOW} shared", 10)
     results = [finish(messages) for _, messages, _ in calls]
     assert requests_seen(fake) == before + 1  # one backend generation for 10 callers
+    # Each call has one outcome: 1 miss (the generation) and 9 coalesced, in both counts.
+    stats, counted = cache_outcomes(gateway)
+    assert (stats.misses - stats_before.misses, stats.coalesced - stats_before.coalesced) == (1, 9)
+    assert counted["miss"] - counted_before.get("miss", 0) == 1
+    assert counted["coalesced"] - counted_before.get("coalesced", 0) == 9
     assert [start.cache_status for _, _, start in calls] == [pb.CACHE_STATUS_MISS] + [
         pb.CACHE_STATUS_COALESCED
     ] * 9
@@ -279,14 +305,6 @@ def test_a_generation_carried_on_keeps_its_upstream_slot(gateway: Gateway, fake:
 
 
 # ---- the admin service --------------------------------------------------------------------------
-
-
-def admin(gateway: Gateway) -> admin_grpc.AdminServiceStub:
-    return admin_grpc.AdminServiceStub(gateway.channel())
-
-
-def as_tenant(name: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {KEYS[name]}"),)
 
 
 def test_the_admin_service_needs_an_admin_key(gateway: Gateway) -> None:

@@ -97,6 +97,32 @@ def test_invalid_fields(gateway: Gateway) -> None:
     assert err.retry_delay is None
 
 
+def test_bytes_that_are_not_a_request_are_invalid_argument_and_logged_sparingly(
+    gateway: Gateway,
+) -> None:
+    def send(data: bytes) -> grpc.RpcError:
+        call = gateway.channel().unary_stream(
+            f"/{SERVICE}/GenerateStream",
+            request_serializer=lambda raw: raw,
+            response_deserializer=pb.GenerateStreamResponse.FromString,
+        )(data, timeout=10)
+        with pytest.raises(grpc.RpcError) as caught:
+            list(call)
+        return caught.value
+
+    corrupt = b"\x12\xff\xff\xff\xff\x0f"  # field 2 (prompt) with a length past the end
+    for _ in range(50):
+        err = send(corrupt)
+        assert isinstance(err, grpc.Call)
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert (err.details() or "").startswith("malformed request")
+    wait_for(lambda: "malformed request" in gateway.logs(), "the warning")
+    warnings = [line for line in gateway.log_lines() if line.get("event") == "malformed request"]
+    assert 1 <= len(warnings) <= 2  # one line per 10 s, not one per request
+    assert all(line["level"] == "warning" for line in warnings)
+    assert "Traceback" not in gateway.logs()
+
+
 def test_invalid_fields_on_the_stream_too(gateway: Gateway) -> None:
     n, err = stream_failure(gateway, "x" * 1001)
     assert n == 0 and err.code == grpc.StatusCode.INVALID_ARGUMENT

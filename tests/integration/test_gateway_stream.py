@@ -94,6 +94,17 @@ def test_stream_one_delta_per_step(gateway: Gateway, engine: Engine) -> None:
     assert result.text == body["generated_text"]
 
 
+def test_a_burst_of_steps_still_goes_one_delta_per_step(gateway: Gateway) -> None:
+    # The backend writes all 32 events at once (as after a slow step); the client reads
+    # promptly, so nothing is merged.
+    before = gateway.metrics().get("streamgate_merged_events_total", 0.0)
+    request = pb.GenerateStreamRequest(model="fake", prompt="mode:normal tokens=32 batch=32")
+    result = read_stream(gateway.stub().GenerateStream(request))
+    assert result.error is None and result.end is not None
+    assert [d.text for d in result.deltas] == [f"t{i} " for i in range(32)]
+    assert gateway.metrics().get("streamgate_merged_events_total", 0.0) == before
+
+
 def test_stream_top_tokens_and_seed(gateway: Gateway, engine: Engine) -> None:
     request = greedy(engine.long_running_prompt(4), 4, top_n_tokens=3)
     request.sampling.do_sample = True

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from streamgate.client import tls_credentials
+from streamgate_client import tls_credentials
 from streamgate_client.v1 import generation_pb2 as pb
 from streamgate_client.v1 import generation_pb2_grpc as pb_grpc
 from support.fake import Fake

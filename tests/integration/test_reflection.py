@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-from streamgate.gateway.reflection import (
+from streamgate.gateway.grpc.reflection import (
     V1_FILE,
     V1_SERVICE_NAME,
     V1ALPHA_SERVICE_NAME,

@@ -7,19 +7,13 @@ waiting, never assertions about how long something took.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 import pytest
 
-from streamgate.backends import (
-    BackendError,
-    BackendInfo,
-    StreamEvent,
-    TGIBackend,
-    TGIParameters,
-    TGIStream,
-)
+from streamgate.backends import BackendError, GenerateParameters, StreamEvent, TGIBackend
 from support.engines import Engine
 from support.fake import Fake
 from support.processes import free_port
@@ -32,13 +26,13 @@ WAIT_TIMEOUT = 30.0  # bound on polling a server's counters
 
 @pytest.fixture
 async def fake_backend(fake: Fake) -> AsyncIterator[TGIBackend]:
-    async with TGIBackend(fake.url, name="fake", idle_timeout=10.0) as backend:
+    async with TGIBackend.for_url(fake.url, name="fake", idle_timeout_seconds=10.0) as backend:
         yield backend
 
 
 @pytest.fixture
 async def engine_backend(engine: Engine) -> AsyncIterator[TGIBackend]:
-    async with TGIBackend(engine.url, name="engine") as backend:
+    async with TGIBackend.for_url(engine.url, name="engine") as backend:
         yield backend
 
 
@@ -52,11 +46,14 @@ async def poll(predicate: Callable[[], bool], what: str) -> None:
     pytest.fail(f"timed out waiting for {what}")
 
 
-async def collect(stream: TGIStream) -> list[StreamEvent]:
+Stream = AsyncGenerator[StreamEvent, None]
+
+
+async def collect(stream: Stream) -> list[StreamEvent]:
     return [event async for event in stream]
 
 
-async def fail(stream: TGIStream) -> tuple[list[StreamEvent], BackendError]:
+async def fail(stream: Stream) -> tuple[list[StreamEvent], BackendError]:
     """Read a stream that must fail: the events before the error, and the error."""
     events: list[StreamEvent] = []
     with pytest.raises(BackendError) as caught:
@@ -65,14 +62,19 @@ async def fail(stream: TGIStream) -> tuple[list[StreamEvent], BackendError]:
     return events, caught.value
 
 
-async def read_two_then_close(make: Callable[[], TGIStream], how: str) -> None:
-    """Read two events of the stream `make()` opens, then leave it the way `how` says."""
-    if how == "break":
+async def read_two_then_close(make: Callable[[], Stream], how: str) -> None:
+    """Read two events of the stream `make()` opens, then leave it the way `how` says:
+    `aclosing` (break out of a loop inside `contextlib.aclosing`), `aclose`, `cancel` (the
+    consuming task is cancelled while it waits for the next event), `handoff` (the gateway's
+    shape: the first event read in one task, the rest in a reader task, which a third task
+    cancels before it closes the stream)."""
+    if how == "aclosing":
         n = 0
-        async for _ in make():  # nothing else holds the stream: dropped at `break`
-            n += 1
-            if n == 2:
-                break
+        async with contextlib.aclosing(make()) as stream:
+            async for _ in stream:
+                n += 1
+                if n == 2:
+                    break
         return
     stream = make()
     if how == "aclose":
@@ -80,8 +82,8 @@ async def read_two_then_close(make: Callable[[], TGIStream], how: str) -> None:
         await anext(stream)
         await stream.aclose()
         return
-    # The consuming task waits for the next event when it is cancelled, or when another task
-    # closes the stream (which ends the consumer's loop).
+    if how == "handoff":
+        await asyncio.ensure_future(anext(stream))
     two = asyncio.Event()
 
     async def consume() -> None:
@@ -96,46 +98,20 @@ async def read_two_then_close(make: Callable[[], TGIStream], how: str) -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
     else:
-        stream.close()
-        await asyncio.wait_for(task, WAIT_TIMEOUT)
 
+        async def close() -> None:
+            task.cancel()
+            await asyncio.wait({task})
+            await stream.aclose()
 
-# ---- pure pieces ----------------------------------------------------------------------------
-
-
-def test_only_set_parameters_are_sent() -> None:
-    assert TGIParameters().to_json() == {}
-    params = TGIParameters(temperature=0.0, top_k=5, stop=("a", "b"), do_sample=False, seed=0)
-    assert params.to_json() == {
-        "temperature": 0.0,
-        "top_k": 5,
-        "stop": ["a", "b"],
-        "do_sample": False,
-        "seed": 0,
-    }
-
-
-def test_info_tolerates_missing_and_extra_fields() -> None:
-    info = BackendInfo.from_json({"model_id": "m", "max_input_length": 10, "new_field": [1]})
-    assert info.model_id == "m" and info.max_input_tokens == 10
-    assert info.max_total_tokens is None and info.model_sha is None
-    assert info.raw["new_field"] == [1]
-    with pytest.raises(ValueError):
-        BackendInfo.from_json({"max_total_tokens": 5})
-
-
-async def test_unstarted_backend_refuses_to_stream() -> None:
-    backend = TGIBackend("http://127.0.0.1:1")
-    with pytest.raises(RuntimeError):
-        backend.generate_stream("x")
-    assert not await backend.health()
+        await asyncio.wait_for(asyncio.ensure_future(close()), WAIT_TIMEOUT)
 
 
 # ---- the real engine ------------------------------------------------------------------------
 
 
 async def test_engine_stream_tokens_and_details(engine: Engine, engine_backend: TGIBackend) -> None:
-    params = TGIParameters(max_new_tokens=12)
+    params = GenerateParameters(max_new_tokens=12)
     events = await collect(engine_backend.generate_stream("Hello", params, request_id="r-1"))
     assert events and [e.index for e in events] == list(range(1, len(events) + 1))
     assert all(not e.final for e in events[:-1])
@@ -153,7 +129,7 @@ async def test_engine_stream_tokens_and_details(engine: Engine, engine_backend: 
 
 
 async def test_engine_sampling_seed_and_top_tokens(engine_backend: TGIBackend) -> None:
-    params = TGIParameters(do_sample=True, seed=42, top_n_tokens=2, max_new_tokens=5)
+    params = GenerateParameters(do_sample=True, seed=42, top_n_tokens=2, max_new_tokens=5)
     first = await collect(engine_backend.generate_stream("The weather", params))
     second = await collect(engine_backend.generate_stream("The weather", params))
     last = first[-1]
@@ -174,7 +150,7 @@ async def test_engine_info_health_tokenize(engine: Engine, engine_backend: TGIBa
 
 
 async def test_engine_validation_error(engine_backend: TGIBackend) -> None:
-    stream = engine_backend.generate_stream("Hello", TGIParameters(temperature=-1.0))
+    stream = engine_backend.generate_stream("Hello", GenerateParameters(temperature=-1.0))
     events, err = await fail(stream)
     assert not events
     assert (err.kind, err.retryable, err.tokens_received) == ("validation", False, 0)
@@ -182,14 +158,14 @@ async def test_engine_validation_error(engine_backend: TGIBackend) -> None:
     assert err.backend == "engine"
 
 
-@pytest.mark.parametrize("how", ["break", "aclose", "cancel"])
+@pytest.mark.parametrize("how", ["aclosing", "aclose", "cancel", "handoff"])
 async def test_engine_cancel_drops_the_sequence(
     engine: Engine, engine_backend: TGIBackend, how: str
 ) -> None:
     prompt = engine.long_running_prompt(400)
     key = 'tgi_request_failure{err="dropped"}'
     before = engine.metrics().get(key, 0.0)
-    params = TGIParameters(max_new_tokens=400)
+    params = GenerateParameters(max_new_tokens=400)
     await read_two_then_close(lambda: engine_backend.generate_stream(prompt, params), how)
 
     def dropped() -> bool:
@@ -204,8 +180,8 @@ async def test_engine_overloaded_is_retryable(limited_engine: Engine) -> None:
     # Two request slots: two streams in flight, the third is refused at once.
     # The first runs (batch size 1) for 400 steps, the second waits behind it.
     prompt = limited_engine.long_running_prompt(400)
-    params = TGIParameters(max_new_tokens=400)
-    async with TGIBackend(limited_engine.url) as backend:
+    params = GenerateParameters(max_new_tokens=400)
+    async with TGIBackend.for_url(limited_engine.url) as backend:
         first = backend.generate_stream(prompt, params)
         second = backend.generate_stream(prompt, params)
         await anext(first)
@@ -228,7 +204,7 @@ async def test_engine_overloaded_is_retryable(limited_engine: Engine) -> None:
 
 @pytest.mark.parametrize("framing", ["", "crlf=1", "space=1", "crlf=1 space=1"])
 async def test_fake_stream_and_parameters(fake_backend: TGIBackend, framing: str) -> None:
-    params = TGIParameters(
+    params = GenerateParameters(
         max_new_tokens=7, top_n_tokens=3, do_sample=True, seed=11, return_full_text=True
     )
     prompt = f"mode:normal {framing}".strip()
@@ -278,14 +254,16 @@ async def test_fake_faults(
     tokens: int,
     status: int | None,
 ) -> None:
-    events, err = await fail(fake_backend.generate_stream(prompt, TGIParameters()))
+    events, err = await fail(fake_backend.generate_stream(prompt, GenerateParameters()))
     assert len(events) == tokens
     assert (err.kind, err.retryable, err.tokens_received) == (kind, retryable, tokens)
     assert err.status == status and err.backend == "fake"
 
 
 async def test_fake_drop_mid_stream(fake_backend: TGIBackend) -> None:
-    events, err = await fail(fake_backend.generate_stream("mode:drop after=3", TGIParameters()))
+    events, err = await fail(
+        fake_backend.generate_stream("mode:drop after=3", GenerateParameters())
+    )
     # A reset may discard tokens the client had not read yet; what counts is that the error
     # reports exactly the tokens handed over, and allows a retry only if there were none.
     assert 0 <= len(events) <= 3
@@ -294,8 +272,8 @@ async def test_fake_drop_mid_stream(fake_backend: TGIBackend) -> None:
 
 
 async def test_connect_refused() -> None:
-    async with TGIBackend(f"http://127.0.0.1:{free_port()}", name="nobody") as backend:
-        events, err = await fail(backend.generate_stream("x", TGIParameters()))
+    async with TGIBackend.for_url(f"http://127.0.0.1:{free_port()}", name="nobody") as backend:
+        events, err = await fail(backend.generate_stream("x", GenerateParameters()))
         assert not events
         assert (err.kind, err.retryable, err.tokens_received) == ("unavailable", True, 0)
         assert not await backend.health()
@@ -309,7 +287,7 @@ async def test_connect_refused() -> None:
 
 async def test_idle_timeout(fake: Fake) -> None:
     before = fake.stats()["disconnects"]
-    async with TGIBackend(fake.url, idle_timeout=0.5) as backend:
+    async with TGIBackend.for_url(fake.url, idle_timeout_seconds=0.5) as backend:
         events, err = await fail(backend.generate_stream("mode:hang", timeout=None))
     assert not events
     assert (err.kind, err.retryable) == ("timeout", False) and "idle" in err.message
@@ -319,7 +297,7 @@ async def test_idle_timeout(fake: Fake) -> None:
 
 @pytest.mark.parametrize("prompt", ["mode:hang", "mode:slow_first first_delay=30"])
 async def test_deadline_includes_time_to_first_token(fake: Fake, prompt: str) -> None:
-    async with TGIBackend(fake.url, idle_timeout=None) as backend:
+    async with TGIBackend.for_url(fake.url, idle_timeout_seconds=None) as backend:
         events, err = await fail(backend.generate_stream(prompt, timeout=0.5))
     assert not events
     assert (err.kind, err.retryable) == ("timeout", False) and "deadline" in err.message
@@ -333,7 +311,7 @@ async def test_deadline_mid_stream(fake_backend: TGIBackend) -> None:
 
 
 async def test_keep_alives_keep_a_quiet_stream_alive(fake: Fake) -> None:
-    async with TGIBackend(fake.url, idle_timeout=1.0) as backend:
+    async with TGIBackend.for_url(fake.url, idle_timeout_seconds=1.0) as backend:
         # Comments every 0.1 s, never a token: only the deadline ends it, not the idle timeout.
         stream = backend.generate_stream("mode:keepalive_only keepalive=0.1", timeout=2.5)
         events, err = await fail(stream)
@@ -351,7 +329,7 @@ async def test_keep_alives_keep_a_quiet_stream_alive(fake: Fake) -> None:
 # ---- the fake: cancellation and connection reuse --------------------------------------------
 
 
-@pytest.mark.parametrize("how", ["break", "aclose", "cancel", "close_from_another_task"])
+@pytest.mark.parametrize("how", ["aclosing", "aclose", "cancel", "handoff"])
 async def test_cancel_reaches_the_fake(fake: Fake, fake_backend: TGIBackend, how: str) -> None:
     before = fake.stats()
     prompt = "mode:normal delay=0.05 tokens=2000"
@@ -364,7 +342,7 @@ async def test_cancel_reaches_the_fake(fake: Fake, fake_backend: TGIBackend, how
 
 async def test_session_is_reused(fake: Fake) -> None:
     before = fake.stats()["connections"]
-    async with TGIBackend(fake.url, name="fake") as backend:
+    async with TGIBackend.for_url(fake.url, name="fake") as backend:
         for _ in range(3):
             events = await collect(backend.generate_stream("mode:normal tokens=5"))
             assert len(events) == 5

@@ -32,7 +32,8 @@ Other per-request keys: tokens, delay (between tokens), crlf=1 (CRLF line ends),
 (`data: ` with a space), batch (events per write).
 
 `GET /stats` reports requests, disconnects (clients gone before the answer ended), completed
-streams and the number of distinct TCP connections that carried requests.
+streams and the number of distinct TCP connections that carried requests. A test that serves
+the app in its own event loop reads them directly: `app[FAKE].stats` (support.fake.serve_fake).
 """
 
 from __future__ import annotations
@@ -381,10 +382,15 @@ def _error_response(
     return web.json_response(body, status=status)
 
 
+FAKE = web.AppKey("fake", FakeTGI)
+"""The app's handlers and counters."""
+
+
 def create_app(default: Behaviour) -> web.Application:
     """The fake's aiohttp application."""
     fake = FakeTGI(default)
     app = web.Application()
+    app[FAKE] = fake
     app.router.add_get("/info", fake.info)
     app.router.add_get("/health", fake.health)
     app.router.add_get("/stats", fake.get_stats)

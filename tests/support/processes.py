@@ -6,6 +6,7 @@ Every wait is a bounded poll that fails with a message, never an assertion about
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -24,6 +25,7 @@ __all__ = [
     "subprocess_env",
     "terminate",
     "wait_for",
+    "wait_until",
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,6 +49,16 @@ def wait_for(predicate: Callable[[], object], what: str, timeout: float = WAIT_T
         if predicate():
             return
         time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+async def wait_until(predicate: Callable[[], object], what: str) -> None:
+    """`wait_for` inside an event loop: polls every millisecond, letting other tasks run."""
+    deadline = time.monotonic() + WAIT_TIMEOUT
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await asyncio.sleep(0.001)
     pytest.fail(f"timed out waiting for {what}")
 
 

@@ -3,7 +3,7 @@ details."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,13 +32,27 @@ class RpcFailure:
 def failure(err: grpc.RpcError) -> RpcFailure:
     """Decode `err` (a grpc.Call) into its status and details."""
     assert isinstance(err, grpc.Call)
-    trailing = {k: v for k, v in (err.trailing_metadata() or ())}
+    return decode_status(err.code(), err.details() or "", err.trailing_metadata() or ())
+
+
+def status_failure(status: grpc.Status) -> RpcFailure:
+    """Decode a status a server answers with (e.g. the gateway's `rich_status`)."""
+    return decode_status(status.code, status.details, status.trailing_metadata)
+
+
+def decode_status(
+    code: grpc.StatusCode, message: str, trailing_metadata: Iterable[tuple[str, str | bytes]]
+) -> RpcFailure:
+    """A status code, its message and its trailing metadata, with `grpc-status-details-bin`
+    decoded."""
+    trailing = dict(trailing_metadata)
     raw = trailing.get("grpc-status-details-bin")
     reason, metadata, violations, retry = "", {}, [], None
     quota: list[tuple[str, str]] = []
     if raw is not None:
+        assert isinstance(raw, bytes)
         status = status_pb2.Status.FromString(raw)
-        assert status.code == err.code().value[0]
+        assert status.code == code.value[0]
         for packed in status.details:
             if packed.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
                 info = error_details_pb2.ErrorInfo()
@@ -58,9 +72,7 @@ def failure(err: grpc.RpcError) -> RpcFailure:
                 packed.Unpack(info_quota)
                 quota = [(v.subject, v.description) for v in info_quota.violations]
     text = {k: v for k, v in trailing.items() if isinstance(v, str)}
-    return RpcFailure(
-        err.code(), err.details() or "", reason, metadata, violations, retry, text, quota
-    )
+    return RpcFailure(code, message, reason, metadata, violations, retry, text, quota)
 
 
 @dataclass

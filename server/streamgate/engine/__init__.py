@@ -1,6 +1,6 @@
 """The TGI-compatible torch inference engine (`streamgate engine`).
 
-Shape of vLLM's core as small as nano-vllm: config -> sequence -> block manager -> scheduler ->
-model runner -> sampler -> detokenizer, driven by a step loop thread (llm_engine) and served over
-TGI's HTTP protocol (server).
+Shape of vLLM's core as small as nano-vllm: `config` (EngineConfig) and `cli` (its flags);
+`model/` (weights, tokenizer, text), `core/` (sequences, KV blocks, scheduler, runner, sampler
+and the step loop thread) and `http/` (TGI's HTTP protocol over the step loop).
 """

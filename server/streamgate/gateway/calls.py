@@ -1,4 +1,4 @@
-"""The calls in progress: refused while draining, interruptible at shutdown or on a stall."""
+"""The calls in progress: refused while draining, interruptible at shutdown."""
 
 from __future__ import annotations
 
@@ -6,38 +6,18 @@ import asyncio
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-import grpc
+from streamgate.gateway.pipeline.errors import GatewayError, Reason
+from streamgate.gateway.pipeline.s01_call import Call
 
-from streamgate.gateway.context import RequestContext
-from streamgate.gateway.errors import GatewayError, Reason
-
-__all__ = ["ActiveCall", "CallRegistry"]
-
-
-class ActiveCall:
-    """One generation call and the task that runs its handler."""
-
-    def __init__(self, ctx: RequestContext, task: asyncio.Task[object]) -> None:
-        self.ctx = ctx
-        self._task = task
-        self.error: GatewayError | None = None
-        """Why the gateway interrupted the call (None: it was not)."""
-        self.finishing = False
-        """The handler is sending its final status: too late to interrupt."""
-
-    def interrupt(self, error: GatewayError) -> None:
-        """End the call with `error`: cancels the handler wherever it waits (a write to a client
-        that does not read included); the handler sends `error` as the call's status."""
-        if self.error is None and not self.finishing and not self._task.done():
-            self.error = error
-            self._task.cancel()
+__all__ = ["CallRegistry"]
 
 
 class CallRegistry:
-    """Tracks running calls; refuses new ones once draining."""
+    """Tracks running calls; refuses new ones once draining (one instance, from the
+    composition root)."""
 
     def __init__(self) -> None:
-        self._calls: set[ActiveCall] = set()
+        self._calls: set[Call] = set()
         self._idle = asyncio.Event()
         self._idle.set()
         self.draining = False
@@ -46,22 +26,18 @@ class CallRegistry:
         return len(self._calls)
 
     @contextmanager
-    def track(self, ctx: RequestContext) -> Iterator[ActiveCall]:
-        """Register the current task's call for the block. Raises GatewayError(UNAVAILABLE,
-        DRAINING) when the gateway is shutting down."""
+    def track(self, call: Call) -> Iterator[None]:
+        """Register `call`, run by the current task, for the block (`Call.interrupt` cancels
+        that task). Raises GatewayError(DRAINING) when the gateway is shutting down."""
         if self.draining:
             raise GatewayError(
-                grpc.StatusCode.UNAVAILABLE,
-                Reason.DRAINING,
-                "the gateway is shutting down; retry on another instance",
+                Reason.DRAINING, "the gateway is shutting down; retry on another instance"
             )
-        task = asyncio.current_task()
-        assert task is not None, "track() runs inside the handler's task"
-        call = ActiveCall(ctx, task)
+        call.task = asyncio.current_task()
         self._calls.add(call)
         self._idle.clear()
         try:
-            yield call
+            yield
         finally:
             self._calls.discard(call)
             if not self._calls:
@@ -79,7 +55,7 @@ class CallRegistry:
             return False
         return True
 
-    def interrupt_all(self, make_error: Callable[[ActiveCall], GatewayError]) -> int:
+    def interrupt_all(self, make_error: Callable[[Call], GatewayError]) -> int:
         """Interrupt every running call; returns how many."""
         calls = list(self._calls)
         for call in calls:

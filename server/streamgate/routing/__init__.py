@@ -13,7 +13,7 @@ from streamgate.routing.pickers import (
 from streamgate.routing.pool import Pool
 from streamgate.routing.prefix import block_hashes
 from streamgate.routing.prefix_index import PrefixIndex
-from streamgate.routing.replica import BackendLoad, Replica
+from streamgate.routing.replica import BackendLoad, Lease, Replica
 from streamgate.routing.router import Router, Rule
 from streamgate.routing.rules import AllOf, AnyOf, Condition, Facts, FieldTest
 from streamgate.routing.split import choose_arm
@@ -29,6 +29,7 @@ __all__ = [
     "Condition",
     "Facts",
     "FieldTest",
+    "Lease",
     "LeastLoad",
     "PickRequest",
     "Picker",

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import TracebackType
 
 from streamgate.backends import BackendInfo, TGIBackend
 from streamgate.routing.circuit import CircuitBreaker
 
-__all__ = ["BackendLoad", "Replica"]
+__all__ = ["BackendLoad", "Lease", "Replica"]
 
 
 @dataclass
@@ -38,14 +41,30 @@ class Replica:
     info: BackendInfo | None = None
     """The last /info answer (None until the backend answered once)."""
     healthy: bool = False
-    in_flight: int = 0
-    """Requests of this gateway streaming from it now."""
     supports_tokenize: bool | None = None
     """Whether POST /tokenize exists (None: not probed yet)."""
     gauges: BackendLoad = field(default_factory=BackendLoad)
     circuit: CircuitBreaker = field(default_factory=CircuitBreaker)
     draining: bool = False
     """Takes no new requests; running ones finish (removed by a reload, or drained by hand)."""
+    in_flight: int = field(default=0, init=False)
+    """Requests of this gateway streaming from it now (counted by leases)."""
+    idle: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
+    """Set while nothing streams from it (`in_flight` is 0)."""
+
+    def __post_init__(self) -> None:
+        self.idle.set()
+
+    def lease(self) -> Lease:
+        """Count one request in flight until the lease is released (or its `with` ends)."""
+        self.in_flight += 1
+        self.idle.clear()
+        return Lease(self._returned)
+
+    def _returned(self) -> None:
+        self.in_flight -= 1
+        if not self.in_flight:
+            self.idle.set()
 
     def routable(self) -> bool:
         """New requests may go to it: healthy, not draining, its circuit lets them through."""
@@ -64,3 +83,27 @@ class Replica:
         if self.model_label:
             return self.model_label
         return self.info.model_id if self.info is not None else self.name
+
+
+class Lease:
+    """One request in flight on a replica (`Replica.lease`); `release()` is idempotent."""
+
+    def __init__(self, on_release: Callable[[], None]) -> None:
+        self._on_release: Callable[[], None] | None = on_release
+
+    def release(self) -> None:
+        """The request no longer streams from the replica."""
+        on_release, self._on_release = self._on_release, None
+        if on_release is not None:
+            on_release()
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
