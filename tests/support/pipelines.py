@@ -1,4 +1,4 @@
-"""A real generation pipeline in the test's own event loop, wired as gateway/app.py wires one
+"""A real generation pipeline in the test's own event loop, built by gateway/app.py's `build_core`
 (the fleet with its health checks, the cache tiers, flights, shadow traffic, the admission
 queue, metrics), over backends the test serves itself (`support.fake.serve_fake`). No gRPC:
 the tests drive `Pipeline.generate` directly, as a transport does.
@@ -15,16 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from streamgate.admission import AdmissionQueue
-from streamgate.cache import LocalCache, TieredCache
 from streamgate.config import GatewayConfig
+from streamgate.gateway.app import build_core
 from streamgate.gateway.fleet.fleet import Fleet
-from streamgate.gateway.fleet.health import HealthMonitor
-from streamgate.gateway.fleet.load import LoadMonitor
-from streamgate.gateway.fleet.shadow import ShadowSender
-from streamgate.gateway.fleet.topology import build_topology
 from streamgate.gateway.pipeline.errors import Code, GatewayError
 from streamgate.gateway.pipeline.events import Delta, End, Event, Start
-from streamgate.gateway.pipeline.generation import Parts
 from streamgate.gateway.pipeline.run import Pipeline
 from streamgate.gateway.pipeline.s01_call import Call
 from streamgate.gateway.pipeline.s02_auth import authenticate, authorize
@@ -225,51 +220,23 @@ class InProcessGateway:
 
 @contextlib.asynccontextmanager
 async def start_pipeline(config: GatewayConfig) -> AsyncIterator[InProcessGateway]:
-    """Start the fleet (sessions opened, each backend checked once: healthy and its /info
-    read), build the pipeline, and stop everything at the end."""
+    """The gateway's core as `start_gateway` builds it (fleet sessions opened, each backend
+    checked once: healthy and its /info read), without its gRPC door; stopped at the end."""
     async with contextlib.AsyncExitStack() as stack:
         metrics = GatewayMetrics()
-        monitor = HealthMonitor(_Serving(), metrics)
-        load = LoadMonitor(min(b.load_interval_seconds for b in config.backends), metrics)
-        fleet = Fleet(build_topology(config, config.backends), monitor, load)
-        stack.push_async_callback(fleet.close)
-        await fleet.start()
-        unhealthy = [r.name for r in fleet.topology.replicas.values() if not r.healthy]
+        core = await build_core(config, config.backends, metrics, _Serving(), stack)
+        unhealthy = [r.name for r in core.fleet.topology.replicas.values() if not r.healthy]
         assert not unhealthy, f"backends not healthy at start: {unhealthy}"
-        cache = ResponseCache(
-            TieredCache(LocalCache(config.cache.max_entries, config.cache.max_bytes)),
-            config.cache,
-            config.limits,
-            metrics,
-        )
-        flights = Flights()
-        stack.push_async_callback(flights.close)
-        shadow = ShadowSender(metrics)
-        stack.push_async_callback(shadow.stop)
-        admission = config.admission
-        queue = AdmissionQueue(
-            admission.max_active_streams, admission.max_queued, admission.max_queue_wait_seconds
-        )
-        parts = Parts(
-            limits=config.limits,
-            queue=queue,
-            cache=cache,
-            flights=flights,
-            shadow=shadow,
-            metrics=metrics,
-            on_backend_failure=monitor.check_soon,
-        )
-        pipeline = Pipeline(fleet.topology.routing, parts, max_prompt_chars=config.max_prompt_chars)
         yield InProcessGateway(
             config=config,
-            pipeline=pipeline,
-            fleet=fleet,
-            cache=cache,
-            flights=flights,
-            queue=queue,
+            pipeline=core.pipeline,
+            fleet=core.fleet,
+            cache=core.parts.cache,
+            flights=core.parts.flights,
+            queue=core.parts.queue,
             metrics=metrics,
-            tenancy=Tenancy.from_config(config),
-            finish=Finish(metrics, cache, log_prompts=False),
+            tenancy=core.tenancy,
+            finish=core.finish,
         )
 
 

@@ -6,9 +6,10 @@
     ...
     await gateway.shutdown()
 
-Start order: embedded engine (when no backends are configured) → the fleet (backend sessions,
-a first health check: limits and model ids known before the first request) → metrics server →
-the pipeline and its parts → the gRPC server with its interceptors and services.
+Start order: embedded engine (when no backends are configured) → metrics server → the core
+(`build_core`: the fleet's sessions and a first health check, so that limits and model ids are
+known before the first request; the pipeline and its parts) → the gRPC server with its
+interceptors and services.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 
 from streamgate.admission import AdmissionQueue
 from streamgate.cache import InvalidationFeed, LocalCache, RedisTier, TieredCache
@@ -31,7 +33,7 @@ from streamgate.config import (
 from streamgate.gateway.calls import CallRegistry
 from streamgate.gateway.fleet.embedded import EmbeddedEngine
 from streamgate.gateway.fleet.fleet import Fleet
-from streamgate.gateway.fleet.health import HealthMonitor
+from streamgate.gateway.fleet.health import HealthMonitor, ServingStatus
 from streamgate.gateway.fleet.load import LoadMonitor
 from streamgate.gateway.fleet.shadow import ShadowSender
 from streamgate.gateway.fleet.topology import build_topology
@@ -63,7 +65,9 @@ __all__ = [
     "ADMIN_SERVICE",
     "GENERATION_SERVICE",
     "HEALTH_SERVICE",
+    "Core",
     "RunningGateway",
+    "build_core",
     "serve",
     "start_gateway",
 ]
@@ -167,17 +171,72 @@ async def _start(config: GatewayConfig, stack: AsyncExitStack) -> RunningGateway
         stack.push_async_callback(metrics_server.stop)
 
     health = GrpcHealth([GENERATION_SERVICE])
-    monitor = HealthMonitor(health, metrics, on_rejoin=lambda replica: fleet.forget(replica))
+    core = await build_core(config, backends, metrics, health, stack)
+    fleet, pipeline, tenancy = core.fleet, core.pipeline, core.tenancy
+    if not fleet.health.serving:
+        log.warning("no backend is healthy yet", backends=[b.name for b in backends])
+    server = create_server(
+        config.listen,
+        interceptors=[
+            CallInterceptor(core.finish, metrics, config.limits.stall_timeout_seconds),
+            DrainingInterceptor(core.calls),
+            AuthInterceptor(tenancy),
+        ],
+    )
+    pb_grpc.add_GenerationServiceServicer_to_server(GenerationServicer(pipeline), server)
+    admin_grpc.add_AdminServiceServicer_to_server(AdminServicer(tenancy, core.parts.cache), server)
+    health.register(server)
+    enable_reflection(server, [GENERATION_SERVICE, ADMIN_SERVICE, HEALTH_SERVICE])
+    address = listen(server, config.listen)
+    await server.start()
+    stack.push_async_callback(server.stop, None)
+    log.info(
+        "gateway started",
+        address=address,
+        routes={r.name: [x.name for x in r.replicas] for r in fleet.topology.routes},
+        metrics=metrics_url,
+    )
+    return RunningGateway(
+        address=address,
+        metrics_url=metrics_url,
+        config=config,
+        server=server,
+        calls=core.calls,
+        fleet=fleet,
+        pipeline=pipeline,
+        embedded_backends=backends if config.uses_embedded_engine else None,
+        stack=stack,
+    )
+
+
+@dataclass(frozen=True)
+class Core:
+    """The gateway without its doors: what a transport puts in front of callers."""
+
+    fleet: Fleet
+    pipeline: Pipeline
+    parts: Parts
+    """The pipeline's long-lived parts (the cache, the admission queue, ...)."""
+    tenancy: Tenancy
+    calls: CallRegistry
+    finish: Finish
+
+
+async def build_core(
+    config: GatewayConfig,
+    backends: Sequence[BackendConfig],
+    metrics: GatewayMetrics,
+    serving: ServingStatus,
+    stack: AsyncExitStack,
+) -> Core:
+    """The fleet of `backends` (sessions open, each replica checked once, monitors running)
+    and the pipeline over it, with what they need; `stack` stops them."""
+    monitor = HealthMonitor(serving, metrics, on_rejoin=lambda replica: fleet.forget(replica))
     # One load interval for all: the smallest configured (each scrape is one small GET).
     load = LoadMonitor(min(b.load_interval_seconds for b in backends), metrics)
     fleet = Fleet(build_topology(config, backends), monitor, load)
     stack.push_async_callback(fleet.close)
     await fleet.start()
-    if not monitor.serving:
-        log.warning("no backend is healthy yet", backends=[b.name for b in backends])
-
-    tenancy = Tenancy.from_config(config)
-    calls = CallRegistry()
     cache = ResponseCache(await _tiers(config.cache, metrics, stack), config.cache, config.limits,
                           metrics)  # fmt: skip
     flights = Flights()
@@ -198,40 +257,13 @@ async def _start(config: GatewayConfig, stack: AsyncExitStack) -> RunningGateway
         metrics=metrics,
         on_backend_failure=monitor.check_soon,
     )
-    pipeline = Pipeline(fleet.topology.routing, parts, max_prompt_chars=config.max_prompt_chars)
-
-    finish = Finish(metrics, cache, log_prompts=config.logging.log_prompts)
-    server = create_server(
-        config.listen,
-        interceptors=[
-            CallInterceptor(finish, metrics, config.limits.stall_timeout_seconds),
-            DrainingInterceptor(calls),
-            AuthInterceptor(tenancy),
-        ],
-    )
-    pb_grpc.add_GenerationServiceServicer_to_server(GenerationServicer(pipeline), server)
-    admin_grpc.add_AdminServiceServicer_to_server(AdminServicer(tenancy, cache), server)
-    health.register(server)
-    enable_reflection(server, [GENERATION_SERVICE, ADMIN_SERVICE, HEALTH_SERVICE])
-    address = listen(server, config.listen)
-    await server.start()
-    stack.push_async_callback(server.stop, None)
-    log.info(
-        "gateway started",
-        address=address,
-        routes={r.name: [x.name for x in r.replicas] for r in fleet.topology.routes},
-        metrics=metrics_url,
-    )
-    return RunningGateway(
-        address=address,
-        metrics_url=metrics_url,
-        config=config,
-        server=server,
-        calls=calls,
+    return Core(
         fleet=fleet,
-        pipeline=pipeline,
-        embedded_backends=backends if config.uses_embedded_engine else None,
-        stack=stack,
+        pipeline=Pipeline(fleet.topology.routing, parts, max_prompt_chars=config.max_prompt_chars),
+        parts=parts,
+        tenancy=Tenancy.from_config(config),
+        calls=CallRegistry(),
+        finish=Finish(metrics, cache, log_prompts=config.logging.log_prompts),
     )
 
 

@@ -1,8 +1,8 @@
 """Stage 1, the call: who is asking, until when, with which metadata; and what happened to it.
 
 A transport reads its metadata (gRPC's invocation metadata, HTTP headers) into a `Call` once,
-at the start. The orchestrator then records each stage's result on `Call.record`, and the
-finish stage derives the call's log line and metrics from that record alone.
+at the start. Each stage's result is recorded on `Call.record` as the call goes, and the finish
+stage derives the call's log line and metrics from that record alone.
 """
 
 from __future__ import annotations
@@ -47,8 +47,9 @@ class UpstreamRecord:
 
 @dataclass
 class CallRecord:
-    """The results of a call's stages, set by the orchestrator as they come (None: the call
-    ended before that stage)."""
+    """The results of a call's stages, each set in one place as the call goes (None: the call
+    ended before that stage): the orchestrator's own stages (route, choice, cache), the
+    generation the call leads (admission, upstream), and its answer (origin, delivery, end)."""
 
     route: Route | None = None
     choice: Choice | None = None

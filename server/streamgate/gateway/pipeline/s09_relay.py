@@ -1,11 +1,14 @@
 """Stage 9, relay: the backend stream into a bounded buffer, taken out one step per Delta.
 
 A reader task takes events from the backend as they arrive and appends them to a buffer; the
-writer (the call) takes the next event whenever it is free to send, or *everything* buffered
-once the oldest of it has waited longer than `MERGE_AFTER_SECONDS`. A client that keeps up
+writer (the call) takes the next event whenever it is free to send. The writer falls behind
+when the oldest pending event has waited longer than `MERGE_AFTER_SECONDS` (the client reads
+slower than the backend generates) or more than `MERGE_BACKLOG` events wait (the backend
+outruns the gateway); from then on it takes *everything* buffered at each turn, until it has
+caught up (it finds nothing to take and waits for the backend). A client that keeps up
 therefore gets one Delta per backend event, written as soon as it arrives, even when the
-backend sends many at once (a burst after a slow step, or several events in one read); a
-client that reads slower than the events arrive gets the pending ones merged into one Delta.
+backend sends a few dozen at once (a burst after a slow step, or several events in one read);
+one that falls behind gets the pending events merged into one Delta.
 
 The buffer is bounded: when it is full the reader stops reading (TCP pushes back on the
 backend), and if the client takes nothing for `stall_timeout` seconds the backend stream is
@@ -22,14 +25,16 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 from streamgate.tgi import StreamEvent
 
-__all__ = ["MERGE_AFTER_SECONDS", "Relay", "StreamStalled"]
+__all__ = ["MERGE_AFTER_SECONDS", "MERGE_BACKLOG", "Relay", "StreamStalled"]
 
 _YIELD_EVERY = 16
 MERGE_AFTER_SECONDS = 0.025
 """An event that waited longer than this for the writer means the client (or the gateway)
-reads slower than the backend generates: everything pending goes into one Delta. How many
-events wait says nothing by itself: a backend may send many at once to a client that keeps
-up."""
+reads slower than the backend generates: everything pending goes into one Delta."""
+MERGE_BACKLOG = 64
+"""More events than this waiting at once is more than a backend sends in a burst: the backend
+outruns the gateway, whose fewer, larger messages then keep the relay's throughput. A shorter
+backlog of fresh events is written one per Delta."""
 
 
 class StreamStalled(Exception):
@@ -45,8 +50,8 @@ class StreamStalled(Exception):
 class Relay:
     """Reads `stream` (after its already-received `first` event) into a bounded buffer.
 
-    Use `async for batch in relay`: each batch is the next event, or every event buffered when
-    the oldest waited longer than `MERGE_AFTER_SECONDS`. The iteration ends after the last
+    Use `async for batch in relay`: each batch is the next event, or every event buffered
+    while the writer is behind (see the module doc). The iteration ends after the last
     event, or raises what ended the stream (`BackendError`, `StreamStalled`, or whatever else
     failed in the reader) after every event received before it. `close()` stops the reader and
     closes the backend stream; call it in a `finally` (or hand the relay to whoever reads on).
@@ -85,6 +90,8 @@ class Relay:
         self._room = asyncio.Event()  # the buffer has room
         self._room.set()
         self._ended = first.final
+        self._behind = False
+        """The writer fell behind and has not caught up since: it takes everything pending."""
         self._error: BaseException | None = None
         self.received = 1
         """Events received from the backend so far (taken or not)."""
@@ -128,15 +135,20 @@ class Relay:
         return self
 
     async def __anext__(self) -> list[StreamEvent]:
-        if not self._buffer and not self._ended:
+        buffer = self._buffer
+        if not buffer and not self._ended:
+            self._behind = False  # it waits for the backend: it has caught up
             self._ready.clear()
             await self._ready.wait()
-        if self._buffer:
-            if time.monotonic() - self._buffer[0][1] <= MERGE_AFTER_SECONDS:
-                batch = [self._buffer.popleft()[0]]
+        if buffer:
+            if not self._behind:
+                waited = time.monotonic() - buffer[0][1]
+                self._behind = waited > MERGE_AFTER_SECONDS or len(buffer) > MERGE_BACKLOG
+            if self._behind:
+                batch = [event for event, _ in buffer]
+                buffer.clear()
             else:
-                batch = [event for event, _ in self._buffer]
-                self._buffer.clear()
+                batch = [buffer.popleft()[0]]
             self._room.set()
             return batch
         if self._error is not None:

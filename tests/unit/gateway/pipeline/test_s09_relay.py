@@ -1,8 +1,9 @@
 """The relay between a backend stream and the client: per-step, merged only for a client that
 lags, bounded, stalled.
 
-Whether events are merged depends on how long the oldest of them waited (MERGE_AFTER_SECONDS),
-so the tests that are about merging run the relay on a clock they move by hand (`clock`).
+Whether events are merged depends on how long the oldest of them waited (MERGE_AFTER_SECONDS)
+and on how many wait (MERGE_BACKLOG), so the tests that are about merging run the relay on a
+clock they move by hand (`clock`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,12 @@ import pytest
 
 from streamgate.backends import BackendError, StreamEvent
 from streamgate.gateway.pipeline import s09_relay
-from streamgate.gateway.pipeline.s09_relay import MERGE_AFTER_SECONDS, Relay, StreamStalled
+from streamgate.gateway.pipeline.s09_relay import (
+    MERGE_AFTER_SECONDS,
+    MERGE_BACKLOG,
+    Relay,
+    StreamStalled,
+)
 from support.events import token_events as events
 from support.processes import wait_until
 
@@ -138,6 +144,18 @@ async def test_a_burst_is_not_merged_for_a_reader_that_keeps_up(clock: Clock) ->
     await r.close()
 
 
+async def test_a_backlog_longer_than_a_burst_is_merged_however_fresh(clock: Clock) -> None:
+    # More fresh events than a burst: the backend outruns the gateway (its writes, not the
+    # client): the backlog goes out at once, then single events again.
+    items = events(MERGE_BACKLOG + 2)
+    backend = Backend(items)
+    r = await relay(backend, clock, capacity=len(items))
+    await wait_until(lambda: backend.pulled == len(items) - 1, "the reader to read everything")
+    batches = [batch async for batch in r]
+    assert [len(b) for b in batches] == [len(items)]
+    await r.close()
+
+
 async def test_pending_events_are_merged_when_the_reader_lags(clock: Clock) -> None:
     items = events(10)
     backend = Backend(items)
@@ -169,10 +187,16 @@ async def test_a_reader_that_catches_up_gets_single_events_again(clock: Clock) -
     await wait_until(lambda: backend.pulled == 2, "two more events")
     clock.lag()
     assert await anext(r) == items[:3]  # it lagged: everything pending at once
-    backend.release(3)  # the rest arrives while the writer keeps up
-    await wait_until(lambda: backend.pulled == 5, "the rest")
+    backend.release(2)  # more arrives before it is back: still behind, still merged
+    await wait_until(lambda: backend.pulled == 4, "two more")
+    assert await anext(r) == items[3:5]
+    # Caught up: it waits for the backend, and the next event goes alone.
+    waiting = asyncio.ensure_future(anext(r))
+    await asyncio.sleep(0)
     backend.release()
-    assert [b async for b in r] == [[items[3]], [items[4]], [items[5]]]
+    assert await waiting == [items[5]]
+    backend.release()
+    assert [b async for b in r] == []
     await r.close()
 
 
