@@ -15,6 +15,7 @@ from streamgate.cache import (
     SharedTierUnavailable,
     TieredCache,
 )
+from streamgate.config import RedisConfig
 from support.processes import free_port
 from support.redis_server import RedisServer
 
@@ -38,10 +39,11 @@ Observed = list[tuple[str, float | None]]
 
 
 def tier(url: str, observed: Observed, prefix: str = "test:") -> RedisTier:
-    return RedisTier(
-        url, timeout=TIMEOUT, admin_timeout=5.0, reconnect_seconds=0.1, max_connections=8,
-        key_prefix=prefix, observe=lambda op, seconds: observed.append((op, seconds)),
+    config = RedisConfig(
+        url=url, timeout_seconds=TIMEOUT, admin_timeout_seconds=5.0, reconnect_seconds=0.1,
+        max_connections=8, key_prefix=prefix,
     )  # fmt: skip
+    return RedisTier(config, observe=lambda op, seconds: observed.append((op, seconds)))
 
 
 @pytest.fixture

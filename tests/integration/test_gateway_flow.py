@@ -58,23 +58,34 @@ def rss(gateway: Gateway) -> float:
     return gateway.metrics()["process_resident_memory_bytes"]
 
 
+def received_events(gateway: Gateway) -> float:
+    """Backend events the gateway has read so far, but each stream's first (the inter-token
+    gaps it observed)."""
+    return sum(
+        value
+        for name, value in gateway.metrics().items()
+        if name.startswith("streamgate_inter_token_seconds_count")
+    )
+
+
 def test_slow_reader_gets_merged_deltas_and_memory_stays_flat(patient: Gateway, fake: Fake) -> None:
     stub = patient.stub(SMALL_WINDOW)
     stub.Generate(pb.GenerateRequest(prompt="warm up"))
     baseline = rss(patient)
-    completed = fake.stats()["completed"]
+    received = received_events(patient)
     request = pb.GenerateStreamRequest(prompt=FAST)
     call = stub.GenerateStream(request)
     messages = iter(call)
     assert next(messages).WhichOneof("event") == "start"
     # Stop reading for a while. The backend could send everything in well under this time; the
-    # gateway must hold it back instead of buffering it.
+    # gateway must stop reading it instead of buffering it. (Whether the backend itself is
+    # held back depends on the kernel's socket buffers, which may hold the whole stream.)
     peak = baseline
     deadline = time.monotonic() + 5.0  # the fake sends 200k tokens in ~2 s to a fast reader
     while time.monotonic() < deadline:
         peak = max(peak, rss(patient))
         time.sleep(0.2)
-    assert fake.stats()["completed"] == completed, "the backend was not held back"
+    assert received_events(patient) - received < TOKENS / 4, "the gateway read on"
     assert peak - baseline < MEMORY_BOUND
     # Read the rest: every token arrives, in fewer Deltas than tokens.
     deltas = 0

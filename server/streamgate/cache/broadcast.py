@@ -18,6 +18,7 @@ from typing import Any, Literal
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from streamgate.config import RedisConfig
 from streamgate.tasks import cancel_and_wait
 from streamgate.telemetry.logging import get_logger
 
@@ -39,13 +40,13 @@ class Invalidation:
 class InvalidationFeed:
     """Publishes this gateway's invalidations and applies the others' (`listen`)."""
 
-    def __init__(self, url: str, *, channel: str, timeout: float, reconnect_seconds: float) -> None:
+    def __init__(self, config: RedisConfig) -> None:
         self.origin = uuid.uuid4().hex
-        self._channel = channel
-        self._timeout = timeout
-        self._reconnect_seconds = reconnect_seconds
+        self._channel = config.key_prefix + "invalidations"
+        self._timeout = config.admin_timeout_seconds
+        self._reconnect_seconds = config.reconnect_seconds
         # Its own connections: a subscriber blocks on its socket, without a read timeout.
-        self._client = Redis.from_url(url, socket_connect_timeout=timeout)
+        self._client = Redis.from_url(config.url, socket_connect_timeout=self._timeout)
         self._listener: asyncio.Task[None] | None = None
 
     async def publish(self, invalidation: Invalidation) -> None:

@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 
 from streamgate.cache.codec import decode, encode
 from streamgate.cache.entry import CachedResponse
+from streamgate.config import RedisConfig
 from streamgate.tasks import cancel_and_wait
 from streamgate.telemetry.logging import get_logger
 
@@ -49,30 +50,22 @@ class SharedTierUnavailable(Exception):
 
 
 class RedisTier:
-    """See the module doc. `start` before use, `close` at the end."""
+    """See the module doc (its settings: `config`, the `cache.redis` section). `start` before
+    use, `close` at the end."""
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        timeout: float,
-        admin_timeout: float,
-        reconnect_seconds: float,
-        max_connections: int,
-        key_prefix: str,
-        observe: Observe | None = None,
-    ) -> None:
+    def __init__(self, config: RedisConfig, *, observe: Observe | None = None) -> None:
         self.state: TierState = "connecting"
         self.errors = 0
+        timeout = config.timeout_seconds
         self._timeout = timeout
-        self._admin_timeout = admin_timeout
-        self._reconnect_seconds = reconnect_seconds
-        self._prefix = key_prefix
+        self._admin_timeout = config.admin_timeout_seconds
+        self._reconnect_seconds = config.reconnect_seconds
+        self._prefix = config.key_prefix
         self._observe = observe
         # No retries inside redis-py: the tier's own bound and reconnect loop decide.
         pool = BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
+            config.url,
+            max_connections=config.max_connections,
             timeout=timeout,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,

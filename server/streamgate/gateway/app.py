@@ -278,24 +278,10 @@ async def _tiers(
     metrics.cache_bytes.labels("local").set_function(lambda: local.bytes)
     if not config.enabled or config.redis is None:
         return TieredCache(local)
-    redis = config.redis
-    shared = RedisTier(
-        redis.url,
-        timeout=redis.timeout_seconds,
-        admin_timeout=redis.admin_timeout_seconds,
-        reconnect_seconds=redis.reconnect_seconds,
-        max_connections=redis.max_connections,
-        key_prefix=redis.key_prefix,
-        observe=metrics.observe_redis,
-    )
+    shared = RedisTier(config.redis, observe=metrics.observe_redis)
     await shared.start()
     stack.push_async_callback(shared.close)
     metrics.redis_up.set_function(lambda: 1.0 if shared.state == "up" else 0.0)
-    feed = InvalidationFeed(
-        redis.url,
-        channel=redis.key_prefix + "invalidations",
-        timeout=redis.admin_timeout_seconds,
-        reconnect_seconds=redis.reconnect_seconds,
-    )
+    feed = InvalidationFeed(config.redis)
     stack.push_async_callback(feed.close)
     return TieredCache(local, shared, feed)
