@@ -20,16 +20,17 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 include mk/protos.mk
 include mk/clients.mk
 include mk/loadtest.mk
+include mk/web.mk
 
 ## Start the gateway on 127.0.0.1:50051 with the embedded engine and its tiny model.
 run: $(STAMP)
 	$(BIN)/streamgate serve
 
 ## Lint, type-check and run the whole test suite (installs redis-server for the cache tests),
-## then the clients' conformance suites and the CI-sized load tests.
+## then the clients' conformance suites, the chat page in Chromium and the CI-sized load tests.
 test: lint typecheck protos-check buf-lint redis
 	$(BIN)/pytest -q
-	$(MAKE) clients-test loadtest-ci
+	$(MAKE) clients-test web-test loadtest-ci
 
 redis:
 	scripts/ensure-redis.sh
