@@ -196,7 +196,7 @@ class InProcessGateway:
         prepared = prepare(
             request,
             route,
-            routing.templates[route.name],
+            routing.templates.for_route(route),
             self.config.limits,
             self.config.max_prompt_chars,
         )

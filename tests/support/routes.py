@@ -15,8 +15,10 @@ def backend_info(
     max_input_tokens: int | None = None,
     max_total_tokens: int | None = None,
     max_stop_sequences: int | None = None,
+    **extra: object,
 ) -> BackendInfo:
-    """What a backend's GET /info would say."""
+    """What a backend's GET /info would say (`extra`: more keys of the answer, such as the
+    engine's `chat_template`)."""
     return BackendInfo(
         model_id=model_id,
         model_sha=None,
@@ -25,7 +27,7 @@ def backend_info(
         max_concurrent_requests=None,
         max_best_of=None,
         max_stop_sequences=max_stop_sequences,
-        raw={},
+        raw={"model_id": model_id, **extra},
     )
 
 

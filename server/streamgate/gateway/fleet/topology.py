@@ -23,8 +23,8 @@ from streamgate.config import (
 )
 from streamgate.gateway.pipeline.run import Routing
 from streamgate.gateway.pipeline.s03_prepare import (
-    DEFAULT_CHAT_TEMPLATE,
     ChatTemplate,
+    RouteTemplates,
     TemplateSyntaxError,
 )
 from streamgate.routing import (
@@ -201,17 +201,18 @@ def _condition(c: ConditionConfig) -> Condition:
     )
 
 
-def _templates(config: GatewayConfig) -> dict[str, ChatTemplate]:
-    """Compile every route's chat template now: a broken one is a configuration error."""
+def _templates(config: GatewayConfig) -> RouteTemplates:
+    """Compile every configured chat template now: a broken one is a configuration error."""
     configured = {r.name: i for i, r in enumerate(config.routes)}
     out: dict[str, ChatTemplate] = {}
     problems: list[str] = []
     for route in config.effective_routes():
+        source = route.template_text()
+        if source is None:
+            continue  # the backends' own, else ChatML (RouteTemplates)
         try:
             out[route.name] = ChatTemplate(
-                route.template_text() or DEFAULT_CHAT_TEMPLATE,
-                bos_token=route.bos_token,
-                eos_token=route.eos_token,
+                source, bos_token=route.bos_token, eos_token=route.eos_token
             )
         except TemplateSyntaxError as err:
             where = f"routes[{configured.get(route.name, 0)}]"
@@ -219,4 +220,4 @@ def _templates(config: GatewayConfig) -> dict[str, ChatTemplate]:
             problems.append(f"  {where}.{key}: {err}")
     if problems:
         raise ConfigError("invalid configuration:\n" + "\n".join(problems))
-    return out
+    return RouteTemplates(out)

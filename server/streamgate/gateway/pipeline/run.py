@@ -21,7 +21,7 @@ from streamgate.gateway.pipeline.events import Event
 from streamgate.gateway.pipeline.generation import Generation, Parts
 from streamgate.gateway.pipeline.s01_call import Call
 from streamgate.gateway.pipeline.s02_auth import authorize
-from streamgate.gateway.pipeline.s03_prepare import ChatTemplate, GenerationRequest, prepare
+from streamgate.gateway.pipeline.s03_prepare import GenerationRequest, RouteTemplates, prepare
 from streamgate.gateway.pipeline.s04_choose import choose
 from streamgate.gateway.pipeline.s05_cache import not_cached, outcome
 from streamgate.gateway.pipeline.s06_coalesce import Flight, Follower
@@ -38,7 +38,7 @@ class Routing:
 
     routes: RouteTable
     router: Router
-    templates: dict[str, ChatTemplate]
+    templates: RouteTemplates
 
 
 class Pipeline:
@@ -64,7 +64,7 @@ class Pipeline:
         """Every stage of a generation call in order; yields its Start, Deltas and End."""
         parts, record, caller, routing = self._parts, call.record, call.authenticated, self.routing
         route = record.route = authorize(caller, request.model or call.route_hint, routing.routes)
-        template = routing.templates[route.name]
+        template = routing.templates.for_route(route)
         prepared = prepare(request, route, template, parts.limits, self._max_prompt_chars)
         choice = record.choice = choose(route, call, caller, routing.router)
         plan = parts.cache.plan(request.cache, prepared, caller, route.name, choice.pool)

@@ -26,7 +26,7 @@ def test_pools_and_routes_from_the_config() -> None:
         ],
         routes=[
             {"name": "llama", "pool": "main", "fallback": "spare", "max_new_tokens": 64},
-            {"name": "solo", "backends": ["a"]},
+            {"name": "solo", "backends": ["a"], "chat_template": "{{ messages[0].content }}"},
         ],
     )
     t = build_topology(cfg, cfg.backends)
@@ -43,7 +43,7 @@ def test_pools_and_routes_from_the_config() -> None:
     assert llama.default_max_new_tokens == 64
     assert t.routes.resolve("").name == "llama"  # the first route is the default
     assert t.routes.resolve("solo").target.arms == ((solo, 1.0),)
-    assert set(t.routing.templates) == {"llama", "solo"}
+    assert set(t.routing.templates.configured) == {"solo"}  # llama: its backends' own
 
 
 def test_without_routes_each_backend_is_a_route_of_its_own() -> None:

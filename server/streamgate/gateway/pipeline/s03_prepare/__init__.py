@@ -3,6 +3,7 @@ map the request to TGI's parameters.
 
 - validate: every bad field of a request (BadRequest violations)
 - chat: Hugging Face chat templates in jinja2's immutable sandbox
+- templates: which template renders a route's chat messages (configured, reported, ChatML)
 - prepare: the validated, rendered request (`PreparedRequest`)
 """
 
@@ -18,6 +19,7 @@ from streamgate.gateway.pipeline.s03_prepare.prepare import (
     prepare,
     tgi_parameters,
 )
+from streamgate.gateway.pipeline.s03_prepare.templates import RouteTemplates
 from streamgate.gateway.pipeline.s03_prepare.validate import (
     GenerationRequest,
     RequestLimits,
@@ -32,6 +34,7 @@ __all__ = [
     "GenerationRequest",
     "PreparedRequest",
     "RequestLimits",
+    "RouteTemplates",
     "TemplateSyntaxError",
     "prepare",
     "tgi_parameters",

@@ -6,8 +6,7 @@ Templates are the `chat_template` format of tokenizer_config.json: they see `mes
 `ImmutableSandboxedEnvironment`, as transformers does: a template cannot reach Python internals
 (`''.__class__`) nor mutate the messages, and the sandbox caps `range()`.
 
-The backend's tokenizer_config.json is not reachable over TGI's HTTP API, so the template comes
-from the route's configuration, else `DEFAULT_CHAT_TEMPLATE` (ChatML).
+Which template a route uses: templates.py.
 """
 
 from __future__ import annotations
