@@ -1,14 +1,16 @@
-"""`listen`: where and how the gRPC server listens (address, message size, keepalive, TLS)."""
+"""`listen`: where and how the gRPC server listens (address, message size, keepalive, TLS), and
+`listen.http`, the browser endpoint beside it."""
 
 from __future__ import annotations
 
 from typing import Annotated, Self
+from urllib.parse import urlsplit
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from streamgate.config.base import Port, ReadableFile, Seconds, Section
 
-__all__ = ["KeepaliveConfig", "ListenConfig", "TLSConfig"]
+__all__ = ["HttpConfig", "KeepaliveConfig", "ListenConfig", "TLSConfig"]
 
 
 class KeepaliveConfig(Section):
@@ -53,6 +55,44 @@ class TLSConfig(Section):
         return self.require_client_cert
 
 
+def _origin(value: str) -> str:
+    parts = urlsplit(value)
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.path
+        or parts.query
+        or parts.fragment
+        or parts.username is not None
+    ):
+        raise ValueError(
+            f"'{value}' is not an origin: write scheme://host[:port] "
+            "(e.g. https://chat.example.com), without a path"
+        )
+    return value.lower()
+
+
+Origin = Annotated[str, AfterValidator(_origin)]
+"""A web origin, `scheme://host[:port]`, as browsers send it in the Origin header."""
+
+
+class HttpConfig(Section):
+    """The browser endpoint: the same services over Connect, gRPC-Web and JSON lines (HTTP/1.1
+    and HTTP/2), and the chat page at `/` (docs/api.md, "Browsers and curl")."""
+
+    enabled: bool = False
+    """Off by default: nothing but the gRPC port is open unless asked for."""
+    host: str = "127.0.0.1"
+    port: Port = 8080
+    """0: any free port (printed in the `chat page` line)."""
+    cors_origins: list[Origin] = Field(default_factory=list)
+    """Pages of these other origins may call the endpoint (CORS). The chat page served here is
+    same-origin and needs none; empty: only same-origin pages."""
+    tls: TLSConfig | None = None
+    """HTTPS (browsers speak HTTP/2 only over TLS); null: plain HTTP (HTTP/2 with prior
+    knowledge, e.g. `curl --http2-prior-knowledge`)."""
+
+
 class ListenConfig(Section):
     """Where and how the gRPC server listens."""
 
@@ -66,3 +106,5 @@ class ListenConfig(Section):
     keepalive: KeepaliveConfig = Field(default_factory=KeepaliveConfig)
     tls: TLSConfig | None = None
     """null: plaintext (local use)."""
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    """The browser endpoint (off by default); message size limits as above."""

@@ -9,7 +9,7 @@
 Start order: embedded engine (when no backends are configured) → metrics server → the core
 (`build_core`: the fleet's sessions and a first health check, so that limits and model ids are
 known before the first request; the pipeline and its parts) → the gRPC server with its
-interceptors and services.
+interceptors and services → the browser door (`listen.http`, when enabled) on the same core.
 """
 
 from __future__ import annotations
@@ -134,6 +134,8 @@ async def serve(config: GatewayConfig, reload: Callable[[], GatewayConfig] | Non
             return
         gateway = starting.result()
         print(gateway.ready_line(), gateway.try_it(), sep="\n", flush=True)
+        if gateway.page_url is not None:
+            print(f"  chat page: {gateway.page_url}", flush=True)
         await stop.wait()
         await gateway.shutdown()
     finally:
@@ -190,11 +192,18 @@ async def _start(config: GatewayConfig, stack: AsyncExitStack) -> RunningGateway
     address = listen(server, config.listen)
     await server.start()
     stack.push_async_callback(server.stop, None)
+    page_url: str | None = None
+    if config.listen.http.enabled:
+        # Imported only when enabled: the Connect runtime and Hypercorn take a while to load.
+        from streamgate.gateway.connect import start_browser_door
+
+        page_url = await start_browser_door(config.listen, core, metrics, stack)
     log.info(
         "gateway started",
         address=address,
         routes={r.name: [x.name for x in r.replicas] for r in fleet.topology.routes},
         metrics=metrics_url,
+        page=page_url,
     )
     return RunningGateway(
         address=address,
@@ -206,6 +215,7 @@ async def _start(config: GatewayConfig, stack: AsyncExitStack) -> RunningGateway
         pipeline=pipeline,
         embedded_backends=backends if config.uses_embedded_engine else None,
         stack=stack,
+        page_url=page_url,
     )
 
 

@@ -49,6 +49,8 @@ class RunningGateway:
     """The embedded engine's backend (None: backends are configured)."""
     stack: AsyncExitStack
     """Stops everything started, in reverse order."""
+    page_url: str | None = None
+    """The browser door's URL, where the chat page is (None: `listen.http` is off)."""
     _hurry: asyncio.Event = field(default_factory=asyncio.Event)
     _shutdown: asyncio.Task[None] | None = None
 

@@ -40,6 +40,7 @@ __all__ = [
     "CallInterceptor",
     "DrainingInterceptor",
     "current_call",
+    "serve_call",
 ]
 
 log = get_logger(__name__)
@@ -59,6 +60,12 @@ Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 def current_call() -> Call:
     """The call the current handler serves (set by `CallInterceptor`)."""
     return _CURRENT.get()
+
+
+def serve_call(call: Call) -> None:
+    """Make `call` the current one for the running task: the browser door (gateway/connect)
+    runs these servicers' handlers too."""
+    _CURRENT.set(call)
 
 
 class _Malformed:
