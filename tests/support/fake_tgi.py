@@ -31,9 +31,19 @@ Modes:
 Other per-request keys: tokens, delay (between tokens), crlf=1 (CRLF line ends), space=1
 (`data: ` with a space), batch (events per write).
 
+Pacing, for load tests that measure the gateway rather than a model (`normal`, `slow_first`):
+  ttft=S       the wait before the first token (default: `delay`, like every other token)
+  lockstep=1   tokens fall on one clock of `delay`-long steps shared by every stream, as the
+               steps of a continuously batching engine: all running streams get a token at the
+               same moment; the first token comes at the first step at least `ttft` after the
+               request, and a stream that falls behind skips to the next step
+e.g. `--ttft 0.1 --token-delay 0.02 --lockstep` behaves like a model at 50 tokens/s per stream.
+
 `GET /stats` reports requests, disconnects (clients gone before the answer ended), completed
-streams and the number of distinct TCP connections that carried requests. A test that serves
-the app in its own event loop reads them directly: `app[FAKE].stats` (support.fake.serve_fake).
+streams, the streams in flight now (`active`) and the number of distinct TCP connections that
+carried requests. A test that serves the app in its own event loop reads them directly:
+`app[FAKE].stats` (support.fake.serve_fake). `GET /metrics` has TGI's load gauges
+(`tgi_batch_current_size`: streams in flight; `tgi_queue_size`: 0), which gateways scrape.
 """
 
 from __future__ import annotations
@@ -42,6 +52,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import socket
 import struct
 import time
@@ -86,6 +97,8 @@ class Behaviour:
     crlf: bool = False
     space: bool = False
     batch: int = 1
+    ttft: float | None = None  # None: `delay`
+    lockstep: bool = False
 
     def override(self, inputs: str) -> Behaviour:
         """Apply `mode:<name> key=value ...` from the prompt's first line."""
@@ -113,6 +126,8 @@ _FIELD_TYPES: dict[str, type] = {
     "crlf": bool,
     "space": bool,
     "batch": int,
+    "ttft": float,
+    "lockstep": bool,
 }
 
 
@@ -121,6 +136,7 @@ class Stats:
     requests: int = 0
     completed: int = 0
     disconnects: int = 0
+    active: int = 0  # streams in flight
     connections: int = 0  # distinct TCP connections that carried a generation request
     by_mode: dict[str, int] = field(default_factory=dict)
     # Transports seen so far; weak, so that a new connection never passes for a closed one.
@@ -131,6 +147,7 @@ class Stats:
             "requests": self.requests,
             "completed": self.completed,
             "disconnects": self.disconnects,
+            "active": self.active,
             "by_mode": self.by_mode,
             "connections": self.connections,
         }
@@ -175,6 +192,15 @@ class FakeTGI:
 
     async def get_stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats.json())
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        lines = [
+            "# TYPE tgi_queue_size gauge",
+            "tgi_queue_size 0",
+            "# TYPE tgi_batch_current_size gauge",
+            f"tgi_batch_current_size {self.stats.active}",
+        ]
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
     async def generate_stream(self, request: web.Request) -> web.StreamResponse:
         body = await self._start(request)
@@ -232,6 +258,15 @@ class FakeTGI:
         return _error_response(status, error[0], error[1], as_json=b.json)
 
     async def _stream(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        self.stats.active += 1
+        try:
+            return await self._answer_stream(request, body)
+        finally:
+            self.stats.active -= 1
+
+    async def _answer_stream(
+        self, request: web.Request, body: dict[str, Any]
+    ) -> web.StreamResponse:
         b = self._behaviour(body)
         if b.mode == "http_error":
             error_type = {429: "overloaded", 422: "validation", 424: "generation"}.get(b.status)
@@ -302,9 +337,14 @@ class FakeTGI:
         n = _token_count(params, b)
         top_n = int(params.get("top_n_tokens") or 0)
         pending: list[bytes] = []
+        due = time.monotonic()
         for i in range(n):
-            if b.delay:
-                await asyncio.sleep(b.delay)
+            wait = b.ttft if i == 0 and b.ttft is not None else b.delay
+            if b.lockstep and b.delay:
+                due = _next_step(due, wait if i == 0 else b.delay, b.delay)
+                await asyncio.sleep(due - time.monotonic())
+            elif wait:
+                await asyncio.sleep(wait)
             event = _token_event(i, top_n)
             if i == n - 1:
                 text = "".join(f"t{j} " for j in range(n))
@@ -324,6 +364,14 @@ class FakeTGI:
                 pending.clear()
                 if not b.delay and i % 64 == 63:
                     await asyncio.sleep(0)  # let disconnects and other requests through
+
+
+def _next_step(previous: float, wait: float, step: float) -> float:
+    """The first step boundary (a multiple of `step` on the monotonic clock) at least `wait`
+    after `previous`, and not in the past: a stream that fell behind joins the next step."""
+    earliest = max(previous + wait, time.monotonic())
+    # The small slack keeps a boundary computed as k*step from rounding up to (k+1)*step.
+    return math.ceil(earliest / step - 1e-9) * step
 
 
 def _token_count(params: dict[str, Any], b: Behaviour) -> int:
@@ -394,6 +442,7 @@ def create_app(default: Behaviour) -> web.Application:
     app.router.add_get("/info", fake.info)
     app.router.add_get("/health", fake.health)
     app.router.add_get("/stats", fake.get_stats)
+    app.router.add_get("/metrics", fake.metrics)
     app.router.add_post("/generate_stream", fake.generate_stream)
     app.router.add_post("/generate", fake.generate)
     app.router.add_post("/", fake.compat)
@@ -424,6 +473,10 @@ def main() -> None:
     parser.add_argument("--keepalive", type=float, default=0.0, help="comment interval, s")
     parser.add_argument("--fault-after", type=int, default=3, help="tokens before a fault")
     parser.add_argument("--batch", type=int, default=1, help="events per write")
+    parser.add_argument("--ttft", type=float, default=None, help="wait before the first token")
+    parser.add_argument(
+        "--lockstep", action="store_true", help="tokens on a shared clock of --token-delay steps"
+    )
     args = parser.parse_args()
     default = Behaviour(
         mode=args.mode,
@@ -433,6 +486,8 @@ def main() -> None:
         keepalive=args.keepalive,
         after=args.fault_after,
         batch=max(args.batch, 1),
+        ttft=args.ttft,
+        lockstep=args.lockstep,
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(args.host, args.port, default))
