@@ -22,7 +22,8 @@ include mk/clients.mk
 include mk/loadtest.mk
 include mk/web.mk
 
-## Start the gateway on 127.0.0.1:50051 with the embedded engine and its tiny model.
+## Start the gateway on 127.0.0.1:50051 with the embedded engine and its packaged model, and the
+## chat page on http://127.0.0.1:8080/.
 run: $(STAMP)
 	$(BIN)/streamgate serve
 
@@ -45,9 +46,10 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
-## Engine throughput, batching, prefix-cache and quantization benchmark (docs/benchmarks.md).
+## Engine throughput, batching, prefix-cache and quantization benchmark (docs/benchmarks.md);
+## BENCH_ENGINE_ARGS=--smollm2: the packaged SmolLM2, Q4_1 as stored vs dequantized.
 bench-engine: $(STAMP)
-	$(BIN)/python loadtest/bench_engine.py
+	$(BIN)/python loadtest/bench_engine.py $(BENCH_ENGINE_ARGS)
 
 ## Gateway relay rate vs a bare grpc.aio server, and added time to first token.
 bench-gateway: $(STAMP)

@@ -6,7 +6,12 @@ Measures, each in one run so that ratios compare like with like on a noisy share
   3. time to first token of a prompt with a 512-token cached prefix vs uncached;
   4. float32 vs int8 vs int4: weight bytes and tokens/s.
 
-Usage: python loadtest/bench_engine.py [--quick] [--out bench-results/engine.json]
+With --smollm2, instead: SmolLM2-135M-Instruct's Q4_1 GGUF run as it is vs the same weights
+dequantized to float32 and to bfloat16 (three engines up at once, measured in turn, the order
+reversed every round): tokens/s and time to first token at 1, 8 and 32 streams of chat prompts
+with long answers, the tokens really generated, and weight bytes.
+
+Usage: python loadtest/bench_engine.py [--quick] [--smollm2] [--out bench-results/engine.json]
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +51,7 @@ class RunResult:
     ttft_p50_ms: float
     ttft_p90_ms: float
     itl_p50_ms: float
+    finish_reasons: dict[str, int]
 
     @property
     def tokens_per_s(self) -> float:
@@ -101,16 +108,26 @@ async def wait_ready(session: aiohttp.ClientSession, url: str) -> dict[str, Any]
     raise RuntimeError("engine not ready")
 
 
+@dataclass
+class Streamed:
+    """One streaming request as its client saw it."""
+
+    tokens: int
+    ttft: float
+    gaps: list[float]  # between consecutive tokens
+    finish_reason: str
+
+
 async def stream_one(
     session: aiohttp.ClientSession, url: str, inputs: str, max_new_tokens: int
-) -> tuple[int, float, list[float]]:
-    """One streaming request: (tokens, time to first token, inter-token gaps)."""
-    body = {"inputs": inputs, "parameters": {"max_new_tokens": max_new_tokens}}
+) -> Streamed:
+    body = {"inputs": inputs, "parameters": {"max_new_tokens": max_new_tokens, "details": True}}
     start = time.perf_counter()
     ttft = 0.0
     gaps: list[float] = []
     last = start
     tokens = 0
+    finish_reason = "none"
     async with session.post(f"{url}/generate_stream", json=body) as resp:
         async for line in resp.content:
             if not line.startswith(b"data:"):
@@ -125,7 +142,9 @@ async def stream_one(
                 gaps.append(now - last)
             last = now
             tokens += 1
-    return tokens, ttft, gaps
+            if event.get("details"):
+                finish_reason = event["details"]["finish_reason"]
+    return Streamed(tokens, ttft, gaps, finish_reason)
 
 
 async def closed_loop(url: str, streams: int, jobs: list[tuple[str, int]]) -> RunResult:
@@ -135,30 +154,27 @@ async def closed_loop(url: str, streams: int, jobs: list[tuple[str, int]]) -> Ru
         await wait_ready(session, url)
         await stream_one(session, url, "warm up", 4)
         pending = list(jobs)
-        ttfts: list[float] = []
-        gaps: list[float] = []
-        tokens = 0
+        done: list[Streamed] = []
 
         async def worker() -> None:
-            nonlocal tokens
             while pending:
                 inputs, n = pending.pop()
-                count, ttft, g = await stream_one(session, url, inputs, n)
-                tokens += count
-                ttfts.append(ttft)
-                gaps.extend(g)
+                done.append(await stream_one(session, url, inputs, n))
 
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(streams)))
         seconds = time.perf_counter() - start
+    ttfts = [d.ttft for d in done]
+    gaps = [gap for d in done for gap in d.gaps]
     return RunResult(
         streams=streams,
         requests=len(jobs),
-        tokens=tokens,
+        tokens=sum(d.tokens for d in done),
         seconds=seconds,
         ttft_p50_ms=percentile(ttfts, 0.5) * 1e3,
         ttft_p90_ms=percentile(ttfts, 0.9) * 1e3,
         itl_p50_ms=percentile(gaps, 0.5) * 1e3,
+        finish_reasons=dict(Counter(d.finish_reason for d in done)),
     )
 
 
@@ -188,10 +204,8 @@ async def prefix_ttft(url: str, prefixes: int) -> dict[str, float]:
         await wait_ready(session, url)
         for i in range(prefixes):
             prefix = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz ") for _ in range(511))
-            _, t0, _ = await stream_one(session, url, f"{prefix}Q{i}a", 1)
-            _, t1, _ = await stream_one(session, url, f"{prefix}Q{i}b", 1)
-            uncached.append(t0)
-            cached.append(t1)
+            uncached.append((await stream_one(session, url, f"{prefix}Q{i}a", 1)).ttft)
+            cached.append((await stream_one(session, url, f"{prefix}Q{i}b", 1)).ttft)
     return {
         "uncached_ttft_p50_ms": statistics.median(uncached) * 1e3,
         "cached_ttft_p50_ms": statistics.median(cached) * 1e3,
@@ -204,14 +218,119 @@ async def info_of(url: str) -> dict[str, Any]:
         return await wait_ready(session, url)
 
 
+SMOLLM2 = "smollm2-135m-instruct"
+# Questions whose answers run long (SmolLM2 counts on and on, or writes a long list or story).
+LONG_ANSWERS = [
+    "Count from 1 to 300, separated by commas.",
+    "Write a long story about a lighthouse keeper and a storm.",
+    "List one hundred animals, one per line.",
+    "Explain in detail, step by step, how a computer boots.",
+]
+SMOLLM2_VARIANTS = {
+    "Q4_1 (as stored)": [],
+    "float32 (dequantized)": ["--dequantize"],
+    "bfloat16 (dequantized)": ["--dequantize", "--dtype", "bfloat16"],
+}
+
+
+async def chat_prompts(url: str, questions: list[str]) -> list[str]:
+    """`questions` as user turns in the chat template the engine reports in /info."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    info = await info_of(url)
+    template = ImmutableSandboxedEnvironment().from_string(info["chat_template"])
+    return [
+        template.render(
+            messages=[{"role": "user", "content": q}],
+            add_generation_prompt=True,
+            bos_token=info["bos_token"],
+            eos_token=info["eos_token"],
+        )
+        for q in questions
+    ]
+
+
+def smollm2_report(rounds: int) -> dict[str, Any]:
+    """Native Q4_1 vs dequantized float32 and bfloat16 on the same prompts, in turn."""
+    report: dict[str, Any] = {}
+    with ExitStack() as stack:
+        # 8,192 KV tokens each (32 streams of ~70 + 128 tokens fit): three engines share memory.
+        urls = {
+            name: stack.enter_context(
+                engine("--model", SMOLLM2, "--kv-cache-tokens", "8192", *flags)
+            )
+            for name, flags in SMOLLM2_VARIANTS.items()
+        }
+        infos = {name: asyncio.run(info_of(url)) for name, url in urls.items()}
+        chats = asyncio.run(chat_prompts(urls["Q4_1 (as stored)"], LONG_ANSWERS))
+        for streams in (1, 8, 32):
+            requests = max(4, streams)
+            jobs = [(chats[i % len(chats)], 128) for i in range(requests)]
+            runs: dict[str, list[RunResult]] = {name: [] for name in urls}
+            for r in range(rounds):
+                order = list(urls) if r % 2 == 0 else list(reversed(urls))
+                for name in order:
+                    runs[name].append(asyncio.run(closed_loop(urls[name], streams, jobs)))
+            for name, results in runs.items():
+                merged = _merge(results)
+                report.setdefault(name, {"weight_bytes": infos[name]["weight_bytes"]})
+                report[name][f"streams_{streams}"] = asdict(merged) | {
+                    "tokens_per_s": merged.tokens_per_s
+                }
+    print("\nSmolLM2-135M-Instruct: variant, streams, tokens/s, TTFT p50/p90 ms, ITL p50 ms, "
+          "tokens generated (requested), finish reasons, weight MB")  # fmt: skip
+    for name, data in report.items():
+        for streams in (1, 8, 32):
+            run = data[f"streams_{streams}"]
+            print(
+                f"  {name:<24} {streams:>3} {run['tokens_per_s']:>7.1f} "
+                f"{run['ttft_p50_ms']:>7.0f} {run['ttft_p90_ms']:>7.0f} {run['itl_p50_ms']:>6.1f} "
+                f"{run['tokens']:>6} ({run['requests'] * 128}) {run['finish_reasons']} "
+                f"{data['weight_bytes'] / 1e6:.0f}"
+            )
+    return report
+
+
+def _merge(results: list[RunResult]) -> RunResult:
+    """Rounds of one measurement as one: summed tokens and time, medians of the percentiles."""
+    reasons: Counter[str] = Counter()
+    for r in results:
+        reasons.update(r.finish_reasons)
+    return RunResult(
+        streams=results[0].streams,
+        requests=sum(r.requests for r in results),
+        tokens=sum(r.tokens for r in results),
+        seconds=sum(r.seconds for r in results),
+        ttft_p50_ms=statistics.median(r.ttft_p50_ms for r in results),
+        ttft_p90_ms=statistics.median(r.ttft_p90_ms for r in results),
+        itl_p50_ms=statistics.median(r.itl_p50_ms for r in results),
+        finish_reasons=dict(reasons),
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds (smoke run)")
-    parser.add_argument("--out", default="bench-results/engine.json")
+    parser.add_argument(
+        "--smollm2", action="store_true", help="SmolLM2-135M-Instruct: Q4_1 vs dequantized"
+    )
+    parser.add_argument("--out", default=None, help="default: bench-results/engine[-smollm2].json")
     args = parser.parse_args()
     rounds = 1 if args.quick else 2
     report: dict[str, Any] = {"cpu_count": os.cpu_count(), "rounds": rounds}
+    if args.smollm2:
+        report["smollm2"] = smollm2_report(rounds)
+    else:
+        report.update(small_models_report(rounds, args.quick))
+    out = Path(args.out or f"bench-results/engine{'-smollm2' if args.smollm2 else ''}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"\nwrote {out}")
 
+
+def small_models_report(rounds: int, quick: bool) -> dict[str, Any]:
+    """Parts 1-4 of the module docstring, on tiny and a 7M Llama shape."""
+    report: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         seven_m = str(Path(tmp) / "llama-7m")
         subprocess.run(
@@ -248,7 +367,7 @@ def main() -> None:
         )
 
         with engine("--model", seven_m) as url:
-            report["prefix"] = asyncio.run(prefix_ttft(url, 5 if args.quick else 10))
+            report["prefix"] = asyncio.run(prefix_ttft(url, 5 if quick else 10))
         print(f"\nprefix TTFT: {report['prefix']}")
 
         quant = {}
@@ -265,10 +384,7 @@ def main() -> None:
             }
             print(f"{q}: {quant[q]}")
         report["quantization"] = quant
-
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
-    print(f"\nwrote {args.out}")
+    return report
 
 
 if __name__ == "__main__":

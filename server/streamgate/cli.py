@@ -97,8 +97,9 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "serve",
         help="serve the gRPC gateway",
         description="Serve streamgate.v1.GenerationService. Without configured backends the "
-        "gateway starts the embedded engine with the tiny model. Settings come from the config "
-        "file and STREAMGATE_* environment variables (e.g. STREAMGATE_LISTEN__PORT).",
+        "gateway starts the embedded engine with its packaged model (embedded.model). "
+        "Settings come from the config file and STREAMGATE_* environment variables "
+        "(e.g. STREAMGATE_LISTEN__PORT).",
     )
     p.add_argument("--config", metavar="PATH", help="YAML or TOML config file")
     p.set_defaults(func=_run_serve)

@@ -28,8 +28,9 @@ PROGRAMS = {"streamgate": "streamgate", "streamgate-client": "streamgate_client"
 
 @pytest.fixture(scope="module")
 def gateway(gateways: Callable[..., Gateway]) -> Gateway:
-    """A gateway with no backends configured: it starts its embedded engine."""
-    return gateways({})
+    """A gateway with no backends configured: it starts its embedded engine (on the tiny
+    model: these tests are about the commands, not the model)."""
+    return gateways({"embedded": {"model": "tiny"}})
 
 
 def run(program: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:

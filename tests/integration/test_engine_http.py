@@ -190,6 +190,9 @@ def test_info(engine: Engine) -> None:
     assert info["model_dtype"] == "float32"
     assert info["quantize"] is None
     assert info["weight_bytes"] > 0
+    # Extension fields for chat templates: tiny has none of its own.
+    assert info["chat_template"] is None
+    assert (info["bos_token"], info["eos_token"]) == ("<s>", "</s>")
 
 
 def test_health(engine: Engine) -> None:

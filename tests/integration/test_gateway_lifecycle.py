@@ -21,6 +21,7 @@ from support.processes import pid_alive, wait_for
 from support.rpc import expect_failure, failure, read_stream
 
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+TINY = {"embedded": {"model": "tiny"}}  # the built-in model: these tests are about processes
 
 
 @pytest.fixture
@@ -29,22 +30,14 @@ def gateways(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
         yield start
 
 
-def engine_pid(gateway: Gateway) -> int:
-    for line in gateway.log_lines():
-        if line.get("event") == "embedded engine ready":
-            pid: int = line["pid"]
-            return pid
-    pytest.fail(f"no 'embedded engine ready' line; log:\n{gateway.logs()}")
-
-
 # ---- the embedded engine ------------------------------------------------------------------------
 
 
 def test_embedded_engine_serves_and_stops_with_the_gateway(
     gateways: Callable[..., Gateway],
 ) -> None:
-    gateway = gateways({})  # no backends: the embedded engine, route `tiny`
-    pid = engine_pid(gateway)
+    gateway = gateways(TINY)  # no backends: the embedded engine, route `tiny`
+    pid = gateway.embedded_engine()[0]
     assert pid_alive(pid)
     stub = gateway.stub()
     [model] = stub.ListModels(pb.ListModelsRequest()).models
@@ -72,8 +65,8 @@ def test_embedded_engine_serves_and_stops_with_the_gateway(
 
 
 def test_engine_dies_with_a_killed_gateway(gateways: Callable[..., Gateway]) -> None:
-    gateway = gateways({"embedded": {"args": ["--max-total-tokens", "256"]}})
-    pid = engine_pid(gateway)
+    gateway = gateways({"embedded": {"model": "tiny", "args": ["--max-total-tokens", "256"]}})
+    pid = gateway.embedded_engine()[0]
     gateway.signal(signal.SIGKILL)  # no chance to clean up: the kernel must do it
     gateway.wait_exit()
     wait_for(lambda: not pid_alive(pid), "the orphaned engine to be killed")
@@ -81,7 +74,8 @@ def test_engine_dies_with_a_killed_gateway(gateways: Callable[..., Gateway]) -> 
 
 def test_an_engine_that_fails_to_start_is_reported(tmp_path: Path) -> None:
     # An engine flag it refuses: the gateway shows the engine's output and exits with 2.
-    done = run_to_exit(tmp_path, '{"embedded": {"args": ["--max-total-tokens", "many"]}}')
+    config = '{"embedded": {"model": "tiny", "args": ["--max-total-tokens", "many"]}}'
+    done = run_to_exit(tmp_path, config)
     assert done.returncode == 2
     assert "the embedded engine exited with code" in done.stderr
     assert "max-total-tokens" in done.stderr

@@ -85,6 +85,13 @@ class Gateway:
     def logs(self) -> str:
         return self.stderr.read_text(errors="replace")
 
+    def embedded_engine(self) -> tuple[int, str]:
+        """The pid and URL of the engine it started (no backends configured)."""
+        for line in self.log_lines():
+            if line.get("event") == "embedded engine ready":
+                return int(line["pid"]), str(line["url"])
+        pytest.fail(f"no 'embedded engine ready' line; log:\n{self.logs()}")
+
     def signal(self, sig: int) -> None:
         self.process.send_signal(sig)
 

@@ -62,7 +62,7 @@ class GatewayConfig(Section):
             return [RouteConfig(name=b.name, backends=[b.name]) for b in self.backends]
         return [
             RouteConfig(
-                name=self.embedded.route,
+                name=self.embedded.route_name,
                 backends=[EMBEDDED_BACKEND],
                 max_new_tokens=self.embedded.max_new_tokens,
             )

@@ -37,14 +37,26 @@ class EngineConfig:
     """Everything `streamgate engine` can be told; defaults mirror TGI's launcher."""
 
     model: str = field(
-        default="tiny", metadata=flag('"tiny" (built in) or a local HF directory', _MODEL)
+        default="tiny",
+        metadata=flag(
+            '"tiny" (built in), a packaged model (smollm2-135m-instruct), a .gguf file, or a '
+            "directory (HF format, or holding one .gguf file); see docs/models.md",
+            _MODEL,
+        ),
     )
     model_id: str | None = field(
         default=None, metadata=flag("name in /info (default: --model)", _MODEL)
     )
     dtype: Dtype = field(default="float32", metadata=flag("weights and KV", _MODEL))
     quantize: Quantize | None = field(
-        default=None, metadata=flag("weight-only quantization (default: none)", _MODEL)
+        default=None,
+        metadata=flag("weight-only quantization of float weights (default: none)", _MODEL),
+    )
+    dequantize: bool = field(
+        default=False,
+        metadata=flag(
+            "run a GGUF's 4-bit weights as floats of --dtype instead of as they are", _MODEL
+        ),
     )
     # None: cuda when torch sees a GPU, else cpu.
     device: str | None = field(

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from streamgate.config import EMBEDDED_BACKEND, ConfigError, GatewayConfig, load_config
+from streamgate.config import (
+    EMBEDDED_BACKEND,
+    ConfigError,
+    EmbeddedConfig,
+    GatewayConfig,
+    load_config,
+)
 
 YAML = """
 listen:
@@ -64,11 +70,27 @@ def test_defaults_serve_the_embedded_engine() -> None:
     assert config.listen.max_message_bytes == 4 * 1024 * 1024
     assert config.logging.json_lines and not config.logging.log_prompts
     [route] = config.effective_routes()
-    assert route.name == "tiny" and route.backends == [EMBEDDED_BACKEND]
+    assert config.embedded.model == "smollm2-135m-instruct"  # the packaged real model
+    assert route.name == "smollm2-135m-instruct" and route.backends == [EMBEDDED_BACKEND]
     assert route.max_new_tokens == config.embedded.max_new_tokens
-    assert config.effective_default_route() == "tiny"
+    assert config.effective_default_route() == "smollm2-135m-instruct"
     assert config.max_prompt_chars == config.listen.max_message_bytes
     assert config.limits.max_attempts == 2 and config.limits.stream_buffer_events == 256
+
+
+def test_the_embedded_route_is_named_after_its_model_unless_named() -> None:
+    def route(**embedded: str) -> str:
+        return (
+            load_config(None, env={})
+            .model_copy(update={"embedded": EmbeddedConfig(**embedded)})
+            .effective_routes()[0]
+            .name
+        )
+
+    assert route(model="tiny") == "tiny"
+    assert route(model="/models/Llama-3.2-1B.Q4_1.gguf") == "Llama-3.2-1B.Q4_1"
+    assert route(model="/models/my model/") == "my-model"
+    assert route(model="tiny", route="chat") == "chat"
 
 
 def test_yaml_file(tmp_path: Path) -> None:

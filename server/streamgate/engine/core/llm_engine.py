@@ -34,13 +34,7 @@ from streamgate.engine.core.sequence import (
 )
 from streamgate.engine.model.config import ModelConfigError
 from streamgate.engine.model.detokenizer import IncrementalDetokenizer
-from streamgate.engine.model.loader import (
-    DTYPES,
-    LoadedModel,
-    ModelInfo,
-    load_model,
-    read_model_config,
-)
+from streamgate.engine.model.loader import DTYPES, LoadedModel, ModelInfo, open_model
 from streamgate.engine.model.stopping import StopMatcher
 from streamgate.engine.model.tokenizer import Tokenizer
 
@@ -211,13 +205,13 @@ class LLMEngine:
     def from_config(cls, config: EngineConfig) -> LLMEngine:
         """Load the model, resolve limits and allocate the KV cache."""
         torch.set_num_threads(config.torch_threads)
-        model_config = read_model_config(config)
-        positions = model_config.max_position_embeddings
-        if model_config.sliding_window:
-            positions = min(positions, model_config.sliding_window)
+        source = open_model(config)
+        positions = source.config.max_position_embeddings
+        if source.config.sliding_window:
+            positions = min(positions, source.config.sliding_window)
         resolved = resolve_limits(config, positions, config.block_size)
         # RoPE tables are sized for what is served, not for the model's whole context.
-        return cls(resolved, load_model(resolved, max_positions=resolved.max_total_tokens))
+        return cls(resolved, source.load(resolved, max_positions=resolved.max_total_tokens))
 
     # ---- asyncio side -------------------------------------------------------------------
 

@@ -424,6 +424,7 @@ class EngineServer:
     def _info(self) -> dict[str, Any]:
         config = self.engine.config
         model = self.engine.model_info
+        tokenizer = self.engine.tokenizer
         return {
             # TGI's `Info`, in its order.
             "model_id": model.model_id,
@@ -453,6 +454,11 @@ class EngineServer:
             "max_batch_total_tokens": config.max_batch_total_tokens,
             "max_batch_prefill_tokens": config.max_batch_prefill_tokens,
             "max_batch_size": config.max_batch_size,
+            # The model's chat template (a GGUF carries one; null for `tiny`) and the texts of
+            # its BOS and EOS tokens, which templates use: TGI clients ignore unknown keys.
+            "chat_template": tokenizer.chat_template,
+            "bos_token": tokenizer.bos_token,
+            "eos_token": tokenizer.eos_token,
         }
 
 

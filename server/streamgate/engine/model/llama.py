@@ -8,6 +8,7 @@ which dominate the cost of small models on a CPU).
 from __future__ import annotations
 
 import math
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -73,9 +74,12 @@ class KVCache:
 
 
 def rope_inverse_frequencies(config: ModelConfig) -> torch.Tensor:
-    """RoPE frequencies with the config's theta and scaling (none, linear, dynamic-free llama3)."""
+    """RoPE frequencies with the config's theta and scaling: none, linear, dynamic-free llama3,
+    or `factors` (one divisor per frequency, as GGUF files of Llama 3.1+ carry them)."""
     dim = config.dim_per_head
-    inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
+    # On the CPU, whatever the default device (a model built on the meta device computes these).
+    steps = torch.arange(0, dim, 2, dtype=torch.float64, device="cpu")
+    inv_freq = 1.0 / (config.rope_theta ** (steps / dim))
     scaling = config.rope_scaling
     if not scaling:
         return inv_freq
@@ -84,6 +88,11 @@ def rope_inverse_frequencies(config: ModelConfig) -> torch.Tensor:
         return inv_freq
     if kind == "linear":
         return inv_freq / float(scaling["factor"])
+    if kind == "factors":
+        factors = torch.tensor(scaling["factors"], dtype=torch.float64, device="cpu")
+        if factors.shape != inv_freq.shape:
+            raise ModelConfigError(f"{len(factors)} RoPE factors for {len(inv_freq)} frequencies")
+        return inv_freq / factors
     if kind == "llama3":
         factor = float(scaling["factor"])
         low = float(scaling.get("low_freq_factor", 1.0))
@@ -109,7 +118,7 @@ class RotaryEmbedding(nn.Module):
     def __init__(self, config: ModelConfig, max_positions: int) -> None:
         super().__init__()
         inv_freq = rope_inverse_frequencies(config)
-        t = torch.arange(max_positions, dtype=torch.float64)
+        t = torch.arange(max_positions, dtype=torch.float64, device="cpu")
         freqs = torch.outer(t, inv_freq)
         emb = torch.cat((freqs, freqs), dim=-1)
         self.register_buffer("cos", emb.cos().float(), persistent=False)
@@ -284,6 +293,38 @@ class LlamaForCausalLM(nn.Module):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        config: ModelConfig,
+        max_positions: int,
+        weights: Mapping[str, torch.Tensor],
+        *,
+        absent: Collection[str] = (),
+        device: torch.device | str = "cpu",
+    ) -> LlamaForCausalLM:
+        """The model holding `weights` (fused names, see loader.fuse_checkpoint) as they are:
+        their tensors become its parameters, with their dtype and device.
+
+        Parameters are created on the meta device and replaced by the checkpoint's tensors, so
+        no random initialization runs first. Parameters named in `absent` stay on the meta
+        device, for the caller to replace with other modules (weights that run quantized). The
+        RoPE tables are computed on `device`.
+        """
+        with torch.device("meta"):
+            model = cls(config, max_positions)  # the RoPE tables are computed on the CPU
+        model.model.rotary.to(device)
+        result = model.load_state_dict(weights, strict=False, assign=True)
+        missing = set(result.missing_keys) - set(absent)
+        if missing or result.unexpected_keys:
+            raise ModelConfigError(
+                f"checkpoint does not match the architecture: missing {sorted(missing)[:5]}, "
+                f"unexpected {result.unexpected_keys[:5]}"
+            )
+        if config.tie_word_embeddings:  # assign=True replaced the shared parameter twice
+            model.lm_head.weight = model.model.embed_tokens.weight
+        return model
 
     def forward(
         self,

@@ -1,13 +1,18 @@
-"""Build the model and tokenizer: from a local HF-format directory, or the built-in `tiny` one.
+"""Find and build the model `--model` names: the built-in `tiny`, a packaged model, a GGUF file,
+or a local HF-format directory.
 
-`tiny` has deterministic random weights from a fixed seed and the byte-level tokenizer built in
-code; `write_tiny_model` stores the same thing as an HF directory so the directory loader is
+`open_model` resolves the name, reads the architecture (the engine sizes its limits from it)
+and refuses what cannot run; `ModelSource.load` then builds the model and tokenizer (GGUF
+files: see gguf_file and gguf_vocab; packaged models: packaged). `tiny` has deterministic
+random weights from a fixed seed and the byte-level tokenizer built in code;
+`write_tiny_model` stores the same thing as an HF directory so the directory loader is
 exercised on real files.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,9 +22,19 @@ from safetensors.torch import load_file, save_file
 
 from streamgate.engine.config import EngineConfig
 from streamgate.engine.model.config import ModelConfig, ModelConfigError
+from streamgate.engine.model.gguf_file import GGUFModel
+from streamgate.engine.model.gguf_vocab import tokenizer_from_gguf
 from streamgate.engine.model.llama import LlamaForCausalLM
-from streamgate.engine.model.quant import quantize_model, weight_bytes
-from streamgate.engine.model.tokenizer import Tokenizer
+from streamgate.engine.model.packaged import PACKAGED_MODELS
+from streamgate.engine.model.quant import (
+    Int4Blocks,
+    Weight,
+    cat_rows,
+    load_int4_blocks,
+    quantize_model,
+    weight_bytes,
+)
+from streamgate.engine.model.tokenizer import TINY_CHAT_TEMPLATE, Tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -116,11 +131,9 @@ def tiny_checkpoint(shape: TinyShape) -> dict[str, torch.Tensor]:
     return weights
 
 
-def fuse_checkpoint(
-    weights: dict[str, torch.Tensor], config: ModelConfig
-) -> dict[str, torch.Tensor]:
-    """Map HF names onto the model's fused q/k/v and gate/up parameters."""
-    fused: dict[str, torch.Tensor] = {}
+def fuse_checkpoint(weights: Mapping[str, Weight], config: ModelConfig) -> dict[str, Weight]:
+    """Map HF names onto the model's fused q/k/v and gate/up parameters (`cat_rows`)."""
+    fused: dict[str, Weight] = {}
     for name, tensor in weights.items():
         if ".self_attn.k_proj." in name or ".self_attn.v_proj." in name:
             continue
@@ -129,10 +142,10 @@ def fuse_checkpoint(
         if ".self_attn.q_proj." in name:
             k = weights[name.replace("q_proj", "k_proj")]
             v = weights[name.replace("q_proj", "v_proj")]
-            fused[name.replace("q_proj", "qkv_proj")] = torch.cat([tensor, k, v])
+            fused[name.replace("q_proj", "qkv_proj")] = cat_rows([tensor, k, v])
         elif ".mlp.gate_proj." in name:
             up = weights[name.replace("gate_proj", "up_proj")]
-            fused[name.replace("gate_proj", "gate_up_proj")] = torch.cat([tensor, up])
+            fused[name.replace("gate_proj", "gate_up_proj")] = cat_rows([tensor, up])
         else:
             fused[name] = tensor
     if config.tie_word_embeddings or "lm_head.weight" not in fused:
@@ -160,51 +173,113 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     return weights
 
 
-def read_model_config(config: EngineConfig) -> ModelConfig:
-    """The architecture of the configured model, without loading its weights."""
-    if config.model == "tiny":
-        return TinyShape().model_config()
-    config_file = Path(config.model) / "config.json"
-    if not config_file.is_file():
-        raise ModelConfigError(f"{config.model} is not a model directory (no config.json)")
-    return ModelConfig.from_dict(json.loads(config_file.read_text()))
+@dataclass
+class ModelSource:
+    """The model `--model` names, found and its architecture read; its weights not loaded yet.
+
+    One of: the built-in tiny model (`gguf` and `directory` None), a GGUF file, or an HF
+    directory.
+    """
+
+    config: ModelConfig
+    model_id: str
+    """/info's `model_id` unless `--model-id` says otherwise."""
+    gguf: GGUFModel | None = None
+    directory: Path | None = None
+
+    def load(self, config: EngineConfig, max_positions: int | None = None) -> LoadedModel:
+        """Build the model on its device in `config.dtype`, as `config` asks: a GGUF's
+        Q4_0/Q4_1 weights run as they are unless `config.dequantize`; float weights are
+        quantized when `config.quantize` says so."""
+        device = torch.device(config.device) if config.device else default_device()
+        dtype = DTYPES[config.dtype]
+        weights: Mapping[str, Weight]
+        if self.gguf is not None:
+            weights = self.gguf.weights(dequantize=config.dequantize)
+            tokenizer = tokenizer_from_gguf(self.gguf)
+            sha = self.gguf.sha()
+        elif self.directory is not None:
+            weights = read_checkpoint(self.directory)
+            tokenizer = Tokenizer.from_dir(self.directory)
+            sha = checkpoint_sha(weights)
+        else:
+            weights = tiny_checkpoint(TinyShape())
+            tokenizer = Tokenizer.tiny()
+            sha = checkpoint_sha(weights)
+        # Floats go to their dtype before fusing (once, even for a tied head); blocks keep theirs.
+        converted = {
+            name: w if isinstance(w, Int4Blocks) else w.to(device=device, dtype=dtype)
+            for name, w in weights.items()
+        }
+        del weights
+        fused = fuse_checkpoint(converted, self.config)
+        blocks = {name: w for name, w in fused.items() if isinstance(w, Int4Blocks)}
+        floats = {name: w for name, w in fused.items() if isinstance(w, torch.Tensor)}
+        positions = max_positions or self.config.max_position_embeddings
+        model = LlamaForCausalLM.from_checkpoint(
+            self.config, positions, floats, absent=blocks, device=device
+        )
+        num_parameters = sum(p.numel() for p in model.parameters())
+        load_int4_blocks(model, blocks, device)
+        model.eval().requires_grad_(False)
+        if config.quantize:
+            quantize_model(model, config.quantize)
+        # A GGUF whose 4-bit weights run as they are reports its format (Q4_1...).
+        native = self.gguf.file_type if self.gguf is not None and blocks else None
+        info = ModelInfo(
+            model_id=config.model_id or self.model_id,
+            model_sha=sha,
+            dtype=config.dtype,
+            device=device.type,
+            quantize=config.quantize or native,
+            num_parameters=num_parameters,
+            weight_bytes=weight_bytes(model),
+        )
+        return LoadedModel(model=model, tokenizer=tokenizer, config=self.config, info=info)
+
+
+def open_model(config: EngineConfig) -> ModelSource:
+    """Find the model `config.model` names and read its architecture; refuse what cannot run.
+
+    `config.model` is `tiny`, a packaged model's name (`PACKAGED_MODELS`), a `.gguf` file, a
+    directory holding one `.gguf` file, or an HF directory (config.json, safetensors, tokenizer).
+    """
+    name = config.model
+    if name == "tiny":
+        return ModelSource(TinyShape().model_config(), model_id="tiny")
+    packaged = PACKAGED_MODELS.get(name)
+    path = packaged.path() if packaged is not None else Path(name)
+    model_id = packaged.model_id if packaged is not None else name
+    if path.is_dir() and (path / "config.json").is_file():
+        raw = json.loads((path / "config.json").read_text())
+        return ModelSource(ModelConfig.from_dict(raw), model_id, directory=path)
+    if path.is_dir():
+        files = sorted(path.glob("*.gguf"))
+        if len(files) != 1:
+            found = f"{len(files)} .gguf files" if files else "no .gguf file"
+            raise ModelConfigError(
+                f"{path} is not a model directory: no config.json, and {found} (one is needed)"
+            )
+        path = files[0]
+    elif not path.is_file():
+        known = ", ".join(PACKAGED_MODELS)
+        raise ModelConfigError(
+            f"no model {name!r}: --model takes tiny, a packaged model ({known}), a .gguf file, "
+            "or a model directory"
+        )
+    gguf = GGUFModel(path)
+    if config.quantize and gguf.quantized:
+        types = ", ".join(sorted(gguf.tensor_types))
+        raise ModelConfigError(
+            f"--quantize {config.quantize}: {path} is already quantized ({types}); it runs as it "
+            "is (without --quantize)"
+        )
+    return ModelSource(gguf.config, model_id, gguf=gguf)
 
 
 def load_model(config: EngineConfig, max_positions: int | None = None) -> LoadedModel:
     """Load the configured model onto its device, in its dtype, quantized if asked."""
-    device = torch.device(config.device) if config.device else default_device()
-    model_config = read_model_config(config)
-    if config.model == "tiny":
-        weights = tiny_checkpoint(TinyShape())
-        tokenizer = Tokenizer.tiny()
-    else:
-        weights = read_checkpoint(Path(config.model))
-        tokenizer = Tokenizer.from_dir(config.model)
-    sha = checkpoint_sha(weights)
-    positions = max_positions or model_config.max_position_embeddings
-    model = LlamaForCausalLM(model_config, positions)
-    missing = model.load_state_dict(fuse_checkpoint(weights, model_config), strict=False)
-    if missing.missing_keys or missing.unexpected_keys:
-        raise ModelConfigError(
-            f"checkpoint does not match the architecture: missing {missing.missing_keys[:5]}, "
-            f"unexpected {missing.unexpected_keys[:5]}"
-        )
-    del weights
-    num_parameters = sum(p.numel() for p in model.parameters())
-    model = model.to(device=device, dtype=DTYPES[config.dtype]).eval()
-    model.requires_grad_(False)
-    if config.quantize:
-        quantize_model(model, config.quantize)
-    info = ModelInfo(
-        model_id=config.model_id or config.model,
-        model_sha=sha,
-        dtype=config.dtype,
-        device=device.type,
-        quantize=config.quantize,
-        num_parameters=num_parameters,
-        weight_bytes=weight_bytes(model),
-    )
-    return LoadedModel(model=model, tokenizer=tokenizer, config=model_config, info=info)
+    return open_model(config).load(config, max_positions)
 
 
 def write_tiny_model(path: str | Path, shape: TinyShape | None = None) -> Path:
@@ -216,5 +291,7 @@ def write_tiny_model(path: str | Path, shape: TinyShape | None = None) -> Path:
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     weights = tiny_checkpoint(shape)
     save_file({k: v.contiguous() for k, v in weights.items()}, str(out / "model.safetensors"))
-    Tokenizer.tiny(vocab_size=shape.vocab_size).save(out)
+    # The directory carries a chat template (transformers' apply_chat_template reads it); the
+    # built-in `tiny` reports none.
+    Tokenizer.tiny(vocab_size=shape.vocab_size).save(out, chat_template=TINY_CHAT_TEMPLATE)
     return out

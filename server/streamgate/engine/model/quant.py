@@ -21,12 +21,19 @@ Measured on 1 AVX2 thread (us/call, float32 activations, float32 nn.Linear first
 Small weights that stay in cache cost 20-35% more per call in int8 (the casts and the dequant
 pass); big ones are faster. A whole decode step of a hidden-128 model is at par with float32,
 one of a hidden-256 model with an 8k vocabulary is 0.6-0.9x.
+
+Weights that come quantized (GGUF's Q4_1 and Q4_0, as `Int4Blocks`) become Int4Linears with
+their own codes, scales and minimums: nothing is quantized again. Their float16 scales and
+minimums are kept as they are; the CPU kernel takes bfloat16 ones, so it is given a rounded copy
+(`Int4Linear.from_blocks` says what that changes).
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -206,6 +213,66 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8"
 
 
+@dataclass(frozen=True)
+class Int4Blocks:
+    """4-bit weights that arrive quantized: w = scale * q + minimum per group of input features.
+
+    The unpacked form of GGUF's Q4_1 blocks (and of Q4_0, whose minimum is -8 * scale): codes q
+    in 0..15, and per group of `group_size` consecutive inputs of a row a float16 scale and
+    minimum, the file's own numbers. Rows can be reordered and concatenated (the fused q/k/v and
+    gate/up projections) without touching a number.
+    """
+
+    codes: torch.Tensor  # uint8 [out, in], values 0..15
+    scales: torch.Tensor  # float16 [out, in // group_size]
+    minimums: torch.Tensor  # float16 [out, in // group_size]
+    group_size: int = 32
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """[out, in], as a Linear's weight."""
+        return self.codes.shape[0], self.codes.shape[1]
+
+    def dequantize(self) -> torch.Tensor:
+        """The float32 weight [out, in]: scale * q, then + minimum, rounded as GGUF's reader does
+        (so the result equals `gguf.quants.dequantize` bit for bit)."""
+        out, size = self.shape
+        groups = self.codes.view(out, size // self.group_size, self.group_size).float()
+        w = groups * self.scales.float().unsqueeze(-1) + self.minimums.float().unsqueeze(-1)
+        return w.view(out, size)
+
+    def rows(self, index: torch.Tensor) -> Int4Blocks:
+        """These blocks with their rows (output features) in the order `index` gives."""
+        return Int4Blocks(
+            self.codes[index], self.scales[index], self.minimums[index], self.group_size
+        )
+
+    @staticmethod
+    def cat(parts: Sequence[Int4Blocks]) -> Int4Blocks:
+        """The blocks of `parts` stacked along the rows (same inputs, same group size)."""
+        group_size = parts[0].group_size
+        if any(p.group_size != group_size for p in parts):
+            raise ValueError("cannot concatenate Int4Blocks of different group sizes")
+        return Int4Blocks(
+            torch.cat([p.codes for p in parts]),
+            torch.cat([p.scales for p in parts]),
+            torch.cat([p.minimums for p in parts]),
+            group_size,
+        )
+
+
+Weight = torch.Tensor | Int4Blocks
+"""A weight of a checkpoint: a float tensor, or 4-bit blocks to run as they are."""
+
+
+def cat_rows(parts: Sequence[Weight]) -> Weight:
+    """Weights stacked along their rows (fused projections). Blocks stay blocks when all parts
+    are blocks; mixed with float parts they are dequantized (exactly, in float32)."""
+    if all(isinstance(p, Int4Blocks) for p in parts):
+        return Int4Blocks.cat([p for p in parts if isinstance(p, Int4Blocks)])
+    return torch.cat([p.dequantize() if isinstance(p, Int4Blocks) else p for p in parts])
+
+
 class Int4Linear(nn.Module):
     """Linear layer with group-wise asymmetric 4-bit weights, two codes per uint8 byte.
 
@@ -214,10 +281,15 @@ class Int4Linear(nn.Module):
     `packed` follows `pack_int4`'s layout with `block_n` rows per block. Shapes that the layout
     cannot hold exactly are zero-padded: in_features up to a multiple of group_size, and
     out_features up to a multiple of block_n; the padding is real storage and is counted.
+
+    A layer made from `Int4Blocks` also keeps their float16 scales and minimums
+    (`scales_and_minimums`, w = q * scale + minimum): its weight is then the blocks' exactly,
+    and the dequantizing path computes with it; only the CPU kernel uses the bfloat16 copy.
     """
 
     packed: torch.Tensor  # uint8 [padded out, padded in // 2]
     scales_and_zeros: torch.Tensor  # bfloat16 [padded in // group_size, padded out, 2]
+    scales_and_minimums: torch.Tensor | None  # float16, same shape; from Int4Blocks only
     bias: torch.Tensor | None
 
     def __init__(
@@ -229,6 +301,7 @@ class Int4Linear(nn.Module):
         out_features: int,
         group_size: int,
         block_n: int,
+        scales_and_minimums: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         if packed.dtype != torch.uint8:
@@ -239,6 +312,7 @@ class Int4Linear(nn.Module):
         self.block_n = block_n
         self.register_buffer("packed", packed)
         self.register_buffer("scales_and_zeros", scales_and_zeros)
+        self.register_buffer("scales_and_minimums", scales_and_minimums)
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
 
     @classmethod
@@ -272,12 +346,54 @@ class Int4Linear(nn.Module):
             block_n,
         )
 
+    @classmethod
+    def from_blocks(cls, blocks: Int4Blocks, bias: torch.Tensor | None = None) -> Int4Linear:
+        """A layer computing with `blocks` as they are: their codes, scales and minimums.
+
+        The kernel's zero is minimum + 8 * scale, exact in float32 (two float16 numbers of
+        nearby magnitude). Its bfloat16 copies of scale and zero keep 8 of float16's 11
+        significant bits: on SmolLM2-135M-Instruct's Q4_1 weights a kernel weight differs from
+        the blocks' by at most 0.046 of its group's scale (a code step), where Q4_1 itself
+        rounds by up to 0.5 of it; the kernel also rounds activations and outputs to bfloat16.
+        """
+        out_features, in_features = blocks.shape
+        group_size = blocks.group_size
+        if in_features % group_size:
+            raise ValueError(f"{in_features} inputs are not whole groups of {group_size}")
+        block_n = cpu_int4_block_n() or _DEFAULT_INT4_BLOCK_N
+        pad = -(-out_features // block_n) * block_n - out_features
+        codes = F.pad(blocks.codes, (0, 0, 0, pad))
+        scales = F.pad(blocks.scales, (0, 0, 0, pad)).T  # [groups, padded out]
+        minimums = F.pad(blocks.minimums, (0, 0, 0, pad)).T
+        zeros = minimums.float() + 8 * scales.float()
+        scales_and_zeros = torch.stack([scales.to(torch.bfloat16), zeros.to(torch.bfloat16)], -1)
+        return cls(
+            pack_int4(codes, block_n),
+            scales_and_zeros.contiguous(),
+            bias,
+            in_features,
+            out_features,
+            group_size,
+            block_n,
+            scales_and_minimums=torch.stack([scales, minimums], -1).contiguous(),
+        )
+
     def dequantize(self) -> torch.Tensor:
-        """The float32 weight [out, in] this layer computes with."""
+        """The float32 weight [out, in] of this layer (from Int4Blocks: theirs, bit for bit)."""
         codes = unpack_int4(self.packed, self.block_n).float()
-        sz = self.scales_and_zeros.float().repeat_interleave(self.group_size, dim=0)
-        w = (codes - 8) * sz[..., 0].T + sz[..., 1].T
+        scale, offset = self._scale_and_offset(torch.float32)
+        w = codes * scale.repeat_interleave(self.group_size, 0).T
+        w += offset.repeat_interleave(self.group_size, 0).T
         return w[: self.out_features, : self.in_features]
+
+    def _scale_and_offset(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """[groups, padded out] scale and offset in `dtype` with w = q * scale + offset."""
+        exact = self._buffers["scales_and_minimums"]
+        if exact is not None:
+            pair = exact.to(dtype)
+            return pair[..., 0], pair[..., 1]
+        sz = self.scales_and_zeros.to(dtype)
+        return sz[..., 0], sz[..., 1] - 8 * sz[..., 0]  # folds the "- 8" of the codes
 
     def _dequantize_transposed(self, dtype: torch.dtype) -> torch.Tensor:
         """The weight as [in, out] in `dtype`, built with few full-size passes.
@@ -297,10 +413,9 @@ class Int4Linear(nn.Module):
         torch.bitwise_and(words, mask, out=codes[:, :, 0].transpose(0, 1))
         torch.bitwise_and(words >> 4, mask, out=codes[:, :, 1].transpose(0, 1))
         codes_u8 = codes.view(torch.uint8).view(-1, self.group_size, padded_out)
-        sz = self.scales_and_zeros.to(dtype)
-        scale = sz[..., 0].unsqueeze(1)
-        offset = (sz[..., 1] - 8 * sz[..., 0]).unsqueeze(1)  # folds the "- 8" of the codes
-        w = torch.addcmul(offset, codes_u8, scale).view(padded_in, padded_out)
+        scale, offset = self._scale_and_offset(dtype)
+        w = torch.addcmul(offset.unsqueeze(1), codes_u8, scale.unsqueeze(1))
+        w = w.view(padded_in, padded_out)
         return w[: self.in_features, : self.out_features]
 
     def _kernel_usable(self, x: torch.Tensor, rows: int) -> bool:
@@ -420,6 +535,20 @@ def quantize_model(model: nn.Module, mode: QuantMode, group_size: int = 32) -> N
     # Embeddings first, so that a tied head finds its table.
     replace(nn.Embedding)
     replace(nn.Linear)
+
+
+def load_int4_blocks(
+    model: nn.Module, weights: Mapping[str, Int4Blocks], device: torch.device
+) -> None:
+    """Replace the Linear of each weight name (`...mlp.down_proj.weight`) by an Int4Linear of
+    its blocks on `device`, keeping the Linear's bias."""
+    for name, blocks in weights.items():
+        parent_name, _, child = name.removesuffix(".weight").rpartition(".")
+        parent = model.get_submodule(parent_name)
+        linear = getattr(parent, child)
+        if not isinstance(linear, nn.Linear) or tuple(linear.weight.shape) != blocks.shape:
+            raise ValueError(f"{name}: {blocks.shape} blocks do not fit {linear}")
+        setattr(parent, child, Int4Linear.from_blocks(blocks, linear.bias).to(device))
 
 
 def weight_bytes(model: nn.Module) -> int:

@@ -127,25 +127,36 @@ class Tokenizer:
 
     @classmethod
     def tiny(cls, vocab_size: int = TINY_BYTE_VOCAB) -> Tokenizer:
-        """The built-in byte-level tokenizer; above 259 ids it has trained BPE merges."""
+        """The built-in byte-level tokenizer; above 259 ids it has trained BPE merges. It has
+        no chat template of its own (`TINY_CHAT_TEMPLATE` is what a written tiny model gets)."""
         hf = HFTokenizer.from_str(_tiny_json(vocab_size))
         return cls(
             hf,
             eos_token_ids=[TINY_SPECIALS.index(TINY_EOS)],
             bos_token_id=TINY_SPECIALS.index(TINY_BOS),
-            chat_template=TINY_CHAT_TEMPLATE,
             named_tokens={"bos_token": TINY_BOS, "eos_token": TINY_EOS, "unk_token": TINY_UNK},
         )
 
-    def save(self, path: str | Path) -> None:
-        """Write tokenizer.json and tokenizer_config.json, as `from_dir` and transformers read."""
+    @property
+    def bos_token(self) -> str | None:
+        """The text of the BOS token, if the tokenizer has one."""
+        return None if self.bos_token_id is None else self._hf.id_to_token(self.bos_token_id)
+
+    @property
+    def eos_token(self) -> str | None:
+        """The text of the primary EOS token."""
+        token: str | None = self._hf.id_to_token(self.eos_token_id)
+        return token
+
+    def save(self, path: str | Path, chat_template: str | None = None) -> None:
+        """Write tokenizer.json and tokenizer_config.json, as `from_dir` and transformers read;
+        the chat template saved is `chat_template`, else the tokenizer's own."""
         root = Path(path)
         root.mkdir(parents=True, exist_ok=True)
         self._hf.save(str(root / "tokenizer.json"), pretty=True)
         named = dict(self._named_tokens)
         # The ids are authoritative: they may have come from config.json rather than a name.
-        for key, token_id in (("bos_token", self.bos_token_id), ("eos_token", self.eos_token_id)):
-            token = None if token_id is None else self._hf.id_to_token(token_id)
+        for key, token in (("bos_token", self.bos_token), ("eos_token", self.eos_token)):
             if token is not None:
                 named[key] = token
         config: dict[str, Any] = {
@@ -157,8 +168,9 @@ class Tokenizer:
             "clean_up_tokenization_spaces": False,
             "model_max_length": 1_000_000_000,
         }
-        if self.chat_template is not None:
-            config["chat_template"] = self.chat_template
+        template = chat_template or self.chat_template
+        if template is not None:
+            config["chat_template"] = template
         (root / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:

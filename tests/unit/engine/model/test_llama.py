@@ -40,7 +40,7 @@ LLAMA3_ROPE = {
     "high_freq_factor": 4.0,
     "original_max_position_embeddings": 32,
 }
-CASES = {
+CASES: dict[str, dict[str, Any]] = {
     "llama": {"architectures": ["LlamaForCausalLM"]},
     "llama3-rope-tied": {
         "architectures": ["LlamaForCausalLM"],

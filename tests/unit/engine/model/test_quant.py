@@ -17,6 +17,7 @@ from streamgate.engine.model import quant
 from streamgate.engine.model.config import ModelConfig
 from streamgate.engine.model.llama import DecoderLayer, LlamaForCausalLM
 from streamgate.engine.model.quant import (
+    Int4Blocks,
     Int4Linear,
     Int8Embedding,
     Int8Linear,
@@ -319,3 +320,51 @@ def test_quantized_llama_logits_stay_close(mode: str, bound: float) -> None:
     assert rel_error(llama_logits(model, ids), expected) < bound
     kinds = {type(m) for m in model.modules()}
     assert nn.Linear not in kinds and nn.Embedding not in kinds
+
+
+def random_blocks(out_features: int, in_features: int, seed: int = 0) -> Int4Blocks:
+    """Q4_1-like blocks: random codes, float16 scales and minimums of weight-like sizes."""
+    gen = torch.Generator().manual_seed(seed)
+    groups = in_features // 32
+    scales = (torch.rand(out_features, groups, generator=gen) * 0.01 + 1e-3).half()
+    minimums = -8 * scales.float() + torch.randn(out_features, groups, generator=gen) * 1e-3
+    codes = torch.randint(0, 16, (out_features, in_features), generator=gen, dtype=torch.uint8)
+    return Int4Blocks(codes, scales, minimums.half())
+
+
+@pytest.mark.parametrize("shape", [(96, 64), (50, 128)])  # 50 rows: padded to the layout's block
+def test_int4_blocks_run_with_their_own_numbers(
+    monkeypatch: pytest.MonkeyPatch, shape: tuple[int, int]
+) -> None:
+    """An Int4Linear made from blocks holds their exact weight (scale * q + minimum in float32,
+    as GGUF's reader computes it): bit for bit, not re-quantized."""
+    blocks = random_blocks(*shape)
+    bias = torch.randn(shape[0])
+    layer = Int4Linear.from_blocks(blocks, bias)
+    exact = blocks.dequantize()
+    by_hand = blocks.codes.float() * blocks.scales.float().repeat_interleave(32, 1)
+    by_hand += blocks.minimums.float().repeat_interleave(32, 1)
+    assert torch.equal(exact, by_hand)
+    assert torch.equal(layer.dequantize(), exact)
+    assert layer.scales_and_minimums is not None
+    assert layer.scales_and_minimums.dtype == torch.float16
+    assert not list(layer.parameters())
+
+    x = torch.randn(8, shape[1], generator=torch.Generator().manual_seed(1))
+    expected = F.linear(x, exact, bias)
+    force_kernel(monkeypatch, False)
+    assert rel_error(layer(x), expected) < 1e-5  # the exact weight, float32 GEMM
+    force_kernel(monkeypatch, True)
+    # The kernel: bfloat16 activations, outputs, and copies of the scales and zeros.
+    assert rel_error(layer(x), expected) < 0.01
+
+
+def test_int4_blocks_reorder_and_concatenate_rows() -> None:
+    a, b = random_blocks(64, 64, seed=1), random_blocks(32, 64, seed=2)
+    both = Int4Blocks.cat([a, b])
+    assert torch.equal(both.dequantize(), torch.cat([a.dequantize(), b.dequantize()]))
+    order = torch.randperm(96, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(both.rows(order).dequantize(), both.dequantize()[order])
+    mixed = quant.cat_rows([a, torch.ones(8, 64)])  # a float part: all dequantized
+    assert isinstance(mixed, torch.Tensor)
+    assert torch.equal(mixed, torch.cat([a.dequantize(), torch.ones(8, 64)]))

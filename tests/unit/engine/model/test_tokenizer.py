@@ -146,15 +146,17 @@ def test_tiny_rejects_a_vocab_smaller_than_the_bytes() -> None:
 @pytest.mark.parametrize("vocab_size", [259, 8192])
 def test_save_and_from_dir_are_identical(tmp_path: Path, vocab_size: int) -> None:
     original = Tokenizer.tiny(vocab_size)
-    original.save(tmp_path)
+    assert original.chat_template is None  # the built-in tiny model has none
+    original.save(tmp_path, chat_template=TINY_CHAT_TEMPLATE)
     config = json.loads((tmp_path / "tokenizer_config.json").read_text())
     assert config["bos_token"] == "<s>" and config["eos_token"] == "</s>"
     assert config["chat_template"] == TINY_CHAT_TEMPLATE
     loaded = Tokenizer.from_dir(tmp_path)
     assert loaded.vocab_size == original.vocab_size
     assert (loaded.bos_token_id, loaded.eos_token_id) == (1, 2)
+    assert (loaded.bos_token, loaded.eos_token) == ("<s>", "</s>")
     assert loaded.eos_token_ids == original.eos_token_ids
-    assert loaded.chat_template == original.chat_template
+    assert loaded.chat_template == TINY_CHAT_TEMPLATE
     for text in [*TEXTS, "a</s>b"]:
         assert loaded.encode(text) == original.encode(text)
         assert loaded.encode_with_offsets(text) == original.encode_with_offsets(text)
@@ -231,8 +233,7 @@ def test_add_bos_token_without_post_processor(
 
 def test_chat_template_renders_chatml(tiny: Tokenizer) -> None:
     jinja2 = pytest.importorskip("jinja2")
-    assert tiny.chat_template is not None
-    template = jinja2.Environment().from_string(tiny.chat_template)
+    template = jinja2.Environment().from_string(TINY_CHAT_TEMPLATE)
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
     text = template.render(messages=messages, add_generation_prompt=True, bos_token="<s>")
     assert text == (
@@ -245,7 +246,7 @@ def test_chat_template_renders_chatml(tiny: Tokenizer) -> None:
 
 def test_saved_dir_loads_in_transformers(tmp_path: Path) -> None:
     transformers = pytest.importorskip("transformers")
-    Tokenizer.tiny(8192).save(tmp_path)
+    Tokenizer.tiny(8192).save(tmp_path, chat_template=TINY_CHAT_TEMPLATE)
     ours = Tokenizer.from_dir(tmp_path)
     theirs = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
     assert (theirs.bos_token_id, theirs.eos_token_id) == (1, 2)
