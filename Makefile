@@ -21,6 +21,7 @@ include mk/protos.mk
 include mk/clients.mk
 include mk/loadtest.mk
 include mk/web.mk
+include mk/peer.mk
 
 ## Start the gateway on 127.0.0.1:50051 with the embedded engine and its packaged model, and the
 ## chat page on http://127.0.0.1:8080/.

@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -52,6 +52,7 @@ class RunResult:
     ttft_p90_ms: float
     itl_p50_ms: float
     finish_reasons: dict[str, int]
+    prompt_tokens: int = 0  # summed over the requests, as the server counted them
 
     @property
     def tokens_per_s(self) -> float:
@@ -65,26 +66,45 @@ def free_port() -> int:
 
 
 @contextmanager
-def engine(*args: str) -> Iterator[str]:
-    """Run `streamgate engine` on a free loopback port; yield its base URL."""
+def server_process(
+    cmd: list[str], port: int, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run `cmd`, a server that will listen on loopback `port`; yield it once it accepts
+    connections (it may still be loading: callers wait for its health check)."""
+    # Its log goes to a file: a pipe nobody reads would stall a server that logs every request.
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env)
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    log.seek(0)
+                    raise RuntimeError(f"{cmd[0]} exited: {log.read().decode()[-2000:]}")
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                        break
+                except OSError:
+                    time.sleep(0.2)
+            yield proc
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+@contextmanager
+def engine_process(*args: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Run `streamgate engine` on a free loopback port; yield its base URL and process."""
     port = free_port()
     cmd = [sys.executable, "-m", "streamgate", "engine", "--port", str(port), *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"engine exited: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                time.sleep(0.2)
+    with server_process(cmd, port) as proc:
+        yield f"http://127.0.0.1:{port}", proc
+
+
+@contextmanager
+def engine(*args: str) -> Iterator[str]:
+    """Run `streamgate engine` on a free loopback port; yield its base URL."""
+    with engine_process(*args) as (url, _):
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -116,18 +136,41 @@ class Streamed:
     ttft: float
     gaps: list[float]  # between consecutive tokens
     finish_reason: str
+    prompt_tokens: int = 0  # as the server counted them
+
+
+# A client of one streaming protocol: (session, base URL, prompt, new tokens) -> the stream.
+StreamFn = Callable[[aiohttp.ClientSession, str, str, int], Awaitable[Streamed]]
+# Waits until a server answers requests.
+ReadyFn = Callable[[aiohttp.ClientSession, str], Awaitable[object]]
+
+
+class Arrivals:
+    """When one stream's tokens arrived: the time to the first, the gaps between the others."""
+
+    def __init__(self) -> None:
+        self.start = self.last = time.perf_counter()
+        self.ttft = 0.0
+        self.gaps: list[float] = []
+        self.count = 0
+
+    def arrived(self) -> None:
+        now = time.perf_counter()
+        if self.count == 0:
+            self.ttft = now - self.start
+        else:
+            self.gaps.append(now - self.last)
+        self.last = now
+        self.count += 1
 
 
 async def stream_one(
     session: aiohttp.ClientSession, url: str, inputs: str, max_new_tokens: int
 ) -> Streamed:
     body = {"inputs": inputs, "parameters": {"max_new_tokens": max_new_tokens, "details": True}}
-    start = time.perf_counter()
-    ttft = 0.0
-    gaps: list[float] = []
-    last = start
-    tokens = 0
+    arrivals = Arrivals()
     finish_reason = "none"
+    prompt_tokens = 0
     async with session.post(f"{url}/generate_stream", json=body) as resp:
         async for line in resp.content:
             if not line.startswith(b"data:"):
@@ -135,31 +178,33 @@ async def stream_one(
             event = json.loads(line[5:])
             if "error" in event:
                 raise RuntimeError(event["error"])
-            now = time.perf_counter()
-            if tokens == 0:
-                ttft = now - start
-            else:
-                gaps.append(now - last)
-            last = now
-            tokens += 1
+            arrivals.arrived()
             if event.get("details"):
                 finish_reason = event["details"]["finish_reason"]
-    return Streamed(tokens, ttft, gaps, finish_reason)
+                prompt_tokens = event["details"].get("input_length", 0)
+    return Streamed(arrivals.count, arrivals.ttft, arrivals.gaps, finish_reason, prompt_tokens)
 
 
-async def closed_loop(url: str, streams: int, jobs: list[tuple[str, int]]) -> RunResult:
-    """`streams` workers take jobs (prompt, max_new_tokens) until none is left."""
+async def closed_loop(
+    url: str,
+    streams: int,
+    jobs: list[tuple[str, int]],
+    send: StreamFn = stream_one,
+    ready: ReadyFn = wait_ready,
+) -> RunResult:
+    """`streams` workers take jobs (prompt, max_new_tokens) until none is left; `send` speaks
+    the server's protocol (default: TGI's)."""
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
-        await wait_ready(session, url)
-        await stream_one(session, url, "warm up", 4)
+        await ready(session, url)
+        await send(session, url, "warm up", 4)
         pending = list(jobs)
         done: list[Streamed] = []
 
         async def worker() -> None:
             while pending:
                 inputs, n = pending.pop()
-                done.append(await stream_one(session, url, inputs, n))
+                done.append(await send(session, url, inputs, n))
 
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(streams)))
@@ -175,6 +220,7 @@ async def closed_loop(url: str, streams: int, jobs: list[tuple[str, int]]) -> Ru
         ttft_p90_ms=percentile(ttfts, 0.9) * 1e3,
         itl_p50_ms=percentile(gaps, 0.5) * 1e3,
         finish_reasons=dict(Counter(d.finish_reason for d in done)),
+        prompt_tokens=sum(d.prompt_tokens for d in done),
     )
 
 
@@ -272,7 +318,7 @@ def smollm2_report(rounds: int) -> dict[str, Any]:
                 for name in order:
                     runs[name].append(asyncio.run(closed_loop(urls[name], streams, jobs)))
             for name, results in runs.items():
-                merged = _merge(results)
+                merged = merge_rounds(results)
                 report.setdefault(name, {"weight_bytes": infos[name]["weight_bytes"]})
                 report[name][f"streams_{streams}"] = asdict(merged) | {
                     "tokens_per_s": merged.tokens_per_s
@@ -291,7 +337,7 @@ def smollm2_report(rounds: int) -> dict[str, Any]:
     return report
 
 
-def _merge(results: list[RunResult]) -> RunResult:
+def merge_rounds(results: list[RunResult]) -> RunResult:
     """Rounds of one measurement as one: summed tokens and time, medians of the percentiles."""
     reasons: Counter[str] = Counter()
     for r in results:
@@ -305,6 +351,7 @@ def _merge(results: list[RunResult]) -> RunResult:
         ttft_p90_ms=statistics.median(r.ttft_p90_ms for r in results),
         itl_p50_ms=statistics.median(r.itl_p50_ms for r in results),
         finish_reasons=dict(reasons),
+        prompt_tokens=sum(r.prompt_tokens for r in results),
     )
 
 
