@@ -24,8 +24,11 @@ one of a hidden-256 model with an 8k vocabulary is 0.6-0.9x.
 
 Weights that come quantized (GGUF's Q4_1 and Q4_0, as `Int4Blocks`) become Int4Linears with
 their own codes, scales and minimums: nothing is quantized again. Their float16 scales and
-minimums are kept as they are; the CPU kernel takes bfloat16 ones, so it is given a rounded copy
-(`Int4Linear.from_blocks` says what that changes).
+minimums are kept as they are. On CPU they run on the native kernel (`kernels.int4_mm`: the
+file's float16 numbers, float32 activations, exact to float32 rounding, one pass over the weight
+for any row count) when it could be built; `Int4Linear.from_blocks(kernel="aten")` keeps torch's
+kernel instead, which takes a bfloat16 copy of them (`Int4Linear.from_blocks` says what that
+changes).
 """
 
 from __future__ import annotations
@@ -40,7 +43,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from streamgate.engine.model.kernels import Int4Tiles, int4_mm
+from streamgate.engine.model.kernels.native import load_kernels
+
 QuantMode = Literal["int8", "int4"]
+Int4Kernel = Literal["native", "aten"]
+"""The CPU kernel of an Int4Linear made from blocks: streamgate's own, or torch's."""
 
 # Row counts up to which the CPU kernels beat dequantize + float32 GEMM (crossovers measured at
 # 12-16 rows for int8 and about 64 for int4, on weights of 32K-2M elements, 1 AVX2 thread).
@@ -285,11 +293,15 @@ class Int4Linear(nn.Module):
     A layer made from `Int4Blocks` also keeps their float16 scales and minimums
     (`scales_and_minimums`, w = q * scale + minimum): its weight is then the blocks' exactly,
     and the dequantizing path computes with it; only the CPU kernel uses the bfloat16 copy.
+    With the native kernel it also holds the weight in that kernel's layout (`tile_codes`,
+    `tile_params`: `Int4Tiles`), which then runs every CPU call.
     """
 
     packed: torch.Tensor  # uint8 [padded out, padded in // 2]
     scales_and_zeros: torch.Tensor  # bfloat16 [padded in // group_size, padded out, 2]
     scales_and_minimums: torch.Tensor | None  # float16, same shape; from Int4Blocks only
+    tile_codes: torch.Tensor | None  # Int4Tiles.codes, when the native kernel runs the layer
+    tile_params: torch.Tensor | None  # Int4Tiles.params
     bias: torch.Tensor | None
 
     def __init__(
@@ -302,6 +314,7 @@ class Int4Linear(nn.Module):
         group_size: int,
         block_n: int,
         scales_and_minimums: torch.Tensor | None = None,
+        tiles: Int4Tiles | None = None,
     ) -> None:
         super().__init__()
         if packed.dtype != torch.uint8:
@@ -313,6 +326,8 @@ class Int4Linear(nn.Module):
         self.register_buffer("packed", packed)
         self.register_buffer("scales_and_zeros", scales_and_zeros)
         self.register_buffer("scales_and_minimums", scales_and_minimums)
+        self.register_buffer("tile_codes", None if tiles is None else tiles.codes)
+        self.register_buffer("tile_params", None if tiles is None else tiles.params)
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
 
     @classmethod
@@ -347,8 +362,16 @@ class Int4Linear(nn.Module):
         )
 
     @classmethod
-    def from_blocks(cls, blocks: Int4Blocks, bias: torch.Tensor | None = None) -> Int4Linear:
+    def from_blocks(
+        cls,
+        blocks: Int4Blocks,
+        bias: torch.Tensor | None = None,
+        kernel: Int4Kernel | None = None,
+    ) -> Int4Linear:
         """A layer computing with `blocks` as they are: their codes, scales and minimums.
+
+        `kernel` runs its CPU calls: "native" (the default when it builds; exact) or "aten"
+        (torch's kernel, on bfloat16 copies of scales and zeros, as follows).
 
         The kernel's zero is minimum + 8 * scale, exact in float32 (two float16 numbers of
         nearby magnitude). Its bfloat16 copies of scale and zero keep 8 of float16's 11
@@ -366,6 +389,12 @@ class Int4Linear(nn.Module):
         scales = F.pad(blocks.scales, (0, 0, 0, pad)).T  # [groups, padded out]
         minimums = F.pad(blocks.minimums, (0, 0, 0, pad)).T
         zeros = minimums.float() + 8 * scales.float()
+        use_native = kernel == "native" or (kernel is None and load_kernels())
+        native = (
+            Int4Tiles.from_blocks(blocks.codes, blocks.scales, blocks.minimums, group_size)
+            if use_native
+            else None
+        )
         scales_and_zeros = torch.stack([scales.to(torch.bfloat16), zeros.to(torch.bfloat16)], -1)
         return cls(
             pack_int4(codes, block_n),
@@ -376,6 +405,7 @@ class Int4Linear(nn.Module):
             group_size,
             block_n,
             scales_and_minimums=torch.stack([scales, minimums], -1).contiguous(),
+            tiles=native,
         )
 
     def dequantize(self) -> torch.Tensor:
@@ -429,7 +459,11 @@ class Int4Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         buffers = self._buffers  # not nn.Module.__getattr__: see Int8Linear.forward
         rows = x if x.dim() == 2 else x.reshape(-1, self.in_features)
-        if self._kernel_usable(x, rows.shape[0]):
+        tile_codes, tile_params = buffers["tile_codes"], buffers["tile_params"]
+        if tile_codes is not None and tile_params is not None and x.is_cpu:
+            tiles = Int4Tiles(tile_codes, tile_params, self.out_features, self.group_size)
+            y = int4_mm(rows.float(), tiles)
+        elif self._kernel_usable(x, rows.shape[0]):
             packed, scales_and_zeros = buffers["packed"], buffers["scales_and_zeros"]
             assert packed is not None and scales_and_zeros is not None
             xb = rows.to(torch.bfloat16)
