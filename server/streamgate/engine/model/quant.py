@@ -282,42 +282,44 @@ def cat_rows(parts: Sequence[Weight]) -> Weight:
 
 
 class Int4Linear(nn.Module):
-    """Linear layer with group-wise asymmetric 4-bit weights, two codes per uint8 byte.
+    """Linear layer with group-wise 4-bit weights, held in the layout of the kernel that runs it.
 
-    Each group of `group_size` consecutive input features of an output row has a scale and a
-    zero; a code q in 0..15 stands for (q - 8) * scale + zero (the CPU kernel's convention).
-    `packed` follows `pack_int4`'s layout with `block_n` rows per block. Shapes that the layout
-    cannot hold exactly are zero-padded: in_features up to a multiple of group_size, and
-    out_features up to a multiple of block_n; the padding is real storage and is counted.
-
-    A layer made from `Int4Blocks` also keeps their float16 scales and minimums
-    (`scales_and_minimums`, w = q * scale + minimum): its weight is then the blocks' exactly,
-    and the dequantizing path computes with it; only the CPU kernel uses the bfloat16 copy.
-    With the native kernel it also holds the weight in that kernel's layout (`tile_codes`,
-    `tile_params`: `Int4Tiles`), which then runs every CPU call.
+    - torch's CPU kernel (`from_float`, and `from_blocks(kernel="aten")`): two codes per uint8
+      byte in `pack_int4`'s layout with `block_n` rows per block (`packed`), and per group of
+      `group_size` inputs of a row a bfloat16 scale and zero (`scales_and_zeros`); a code q in
+      0..15 stands for (q - 8) * scale + zero. Shapes the layout cannot hold exactly are
+      zero-padded (in_features to whole groups, out_features to whole blocks); the padding is
+      real storage and is counted. A layer made from `Int4Blocks` also keeps their float16
+      scales and minimums (`scales_and_minimums`, w = q * scale + minimum), which the
+      dequantizing path computes with; only torch's kernel uses the bfloat16 copy.
+    - the native kernel (`from_blocks`, by default when it builds): `Int4Tiles` (`tile_codes`,
+      `tile_params`) with the blocks' own float16 scales and minimums, for every row count.
     """
 
-    packed: torch.Tensor  # uint8 [padded out, padded in // 2]
-    scales_and_zeros: torch.Tensor  # bfloat16 [padded in // group_size, padded out, 2]
+    packed: torch.Tensor | None  # uint8 [padded out, padded in // 2]
+    scales_and_zeros: torch.Tensor | None  # bfloat16 [padded in // group_size, padded out, 2]
     scales_and_minimums: torch.Tensor | None  # float16, same shape; from Int4Blocks only
-    tile_codes: torch.Tensor | None  # Int4Tiles.codes, when the native kernel runs the layer
+    tile_codes: torch.Tensor | None  # Int4Tiles.codes
     tile_params: torch.Tensor | None  # Int4Tiles.params
     bias: torch.Tensor | None
 
     def __init__(
         self,
-        packed: torch.Tensor,
-        scales_and_zeros: torch.Tensor,
         bias: torch.Tensor | None,
         in_features: int,
         out_features: int,
         group_size: int,
-        block_n: int,
+        *,
+        packed: torch.Tensor | None = None,
+        scales_and_zeros: torch.Tensor | None = None,
+        block_n: int = _DEFAULT_INT4_BLOCK_N,
         scales_and_minimums: torch.Tensor | None = None,
         tiles: Int4Tiles | None = None,
     ) -> None:
         super().__init__()
-        if packed.dtype != torch.uint8:
+        if (tiles is None) == (packed is None or scales_and_zeros is None):
+            raise ValueError("Int4Linear needs either packed weights with scales, or tiles")
+        if packed is not None and packed.dtype != torch.uint8:
             raise ValueError(f"Int4Linear needs uint8 packed weights, got {packed.dtype}")
         self.in_features = in_features
         self.out_features = out_features
@@ -352,13 +354,13 @@ class Int4Linear(nn.Module):
         codes = torch.round(codes).clamp_(0, 15).view(padded_out, padded_in)
         scales_and_zeros = torch.stack([scale, zero], dim=-1).transpose(0, 1).contiguous()
         return cls(
-            pack_int4(codes, block_n),
-            scales_and_zeros,
             linear.bias,
             in_features,
             out_features,
             group_size,
-            block_n,
+            packed=pack_int4(codes, block_n),
+            scales_and_zeros=scales_and_zeros,
+            block_n=block_n,
         )
 
     @classmethod
@@ -370,47 +372,59 @@ class Int4Linear(nn.Module):
     ) -> Int4Linear:
         """A layer computing with `blocks` as they are: their codes, scales and minimums.
 
-        `kernel` runs its CPU calls: "native" (the default when it builds; exact) or "aten"
-        (torch's kernel, on bfloat16 copies of scales and zeros, as follows).
+        `kernel` runs its CPU calls: "native" (the default when it builds; exact to float32
+        rounding) or "aten" (torch's kernel, on bfloat16 copies of scales and zeros, as follows).
 
-        The kernel's zero is minimum + 8 * scale, exact in float32 (two float16 numbers of
-        nearby magnitude). Its bfloat16 copies of scale and zero keep 8 of float16's 11
-        significant bits: on SmolLM2-135M-Instruct's Q4_1 weights a kernel weight differs from
-        the blocks' by at most 0.046 of its group's scale (a code step), where Q4_1 itself
-        rounds by up to 0.5 of it; the kernel also rounds activations and outputs to bfloat16.
+        torch's zero is minimum + 8 * scale, exact in float32 (two float16 numbers of nearby
+        magnitude). Its bfloat16 copies of scale and zero keep 8 of float16's 11 significant
+        bits: on SmolLM2-135M-Instruct's Q4_1 weights a kernel weight differs from the blocks'
+        by at most 0.046 of its group's scale (a code step), where Q4_1 itself rounds by up to
+        0.5 of it; that kernel also rounds activations and outputs to bfloat16.
         """
         out_features, in_features = blocks.shape
         group_size = blocks.group_size
         if in_features % group_size:
             raise ValueError(f"{in_features} inputs are not whole groups of {group_size}")
+        if kernel == "native" or (kernel is None and load_kernels()):
+            tiles = Int4Tiles.from_blocks(blocks.codes, blocks.scales, blocks.minimums, group_size)
+            return cls(bias, in_features, out_features, group_size, tiles=tiles)
         block_n = cpu_int4_block_n() or _DEFAULT_INT4_BLOCK_N
         pad = -(-out_features // block_n) * block_n - out_features
         codes = F.pad(blocks.codes, (0, 0, 0, pad))
         scales = F.pad(blocks.scales, (0, 0, 0, pad)).T  # [groups, padded out]
         minimums = F.pad(blocks.minimums, (0, 0, 0, pad)).T
         zeros = minimums.float() + 8 * scales.float()
-        use_native = kernel == "native" or (kernel is None and load_kernels())
-        native = (
-            Int4Tiles.from_blocks(blocks.codes, blocks.scales, blocks.minimums, group_size)
-            if use_native
-            else None
-        )
         scales_and_zeros = torch.stack([scales.to(torch.bfloat16), zeros.to(torch.bfloat16)], -1)
         return cls(
-            pack_int4(codes, block_n),
-            scales_and_zeros.contiguous(),
             bias,
             in_features,
             out_features,
             group_size,
-            block_n,
+            packed=pack_int4(codes, block_n),
+            scales_and_zeros=scales_and_zeros.contiguous(),
+            block_n=block_n,
             scales_and_minimums=torch.stack([scales, minimums], -1).contiguous(),
-            tiles=native,
         )
+
+    def _tiles(self) -> Int4Tiles | None:
+        """The weight as the native kernel's tiles, if this layer is held that way."""
+        codes, params = self._buffers["tile_codes"], self._buffers["tile_params"]
+        if codes is None or params is None:
+            return None
+        return Int4Tiles(codes, params, self.out_features, self.group_size)
+
+    def _packed(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """torch's layout: `packed` and `scales_and_zeros` (present whenever tiles are not)."""
+        packed, scales_and_zeros = self._buffers["packed"], self._buffers["scales_and_zeros"]
+        assert packed is not None and scales_and_zeros is not None
+        return packed, scales_and_zeros
 
     def dequantize(self) -> torch.Tensor:
         """The float32 weight [out, in] of this layer (from Int4Blocks: theirs, bit for bit)."""
-        codes = unpack_int4(self.packed, self.block_n).float()
+        tiles = self._tiles()
+        if tiles is not None:
+            return tiles.dequantize()
+        codes = unpack_int4(self._packed()[0], self.block_n).float()
         scale, offset = self._scale_and_offset(torch.float32)
         w = codes * scale.repeat_interleave(self.group_size, 0).T
         w += offset.repeat_interleave(self.group_size, 0).T
@@ -422,7 +436,7 @@ class Int4Linear(nn.Module):
         if exact is not None:
             pair = exact.to(dtype)
             return pair[..., 0], pair[..., 1]
-        sz = self.scales_and_zeros.to(dtype)
+        sz = self._packed()[1].to(dtype)
         return sz[..., 0], sz[..., 1] - 8 * sz[..., 0]  # folds the "- 8" of the codes
 
     def _dequantize_transposed(self, dtype: torch.dtype) -> torch.Tensor:
@@ -433,9 +447,10 @@ class Int4Linear(nn.Module):
         halves into a [K, blocks, 2, block_n / 2] buffer yields the transposed weight, whose
         rows are contiguous over the output features as the GEMM wants them.
         """
-        padded_out, padded_in = self.packed.shape[0], self.packed.shape[1] * 2
+        packed = self._packed()[0]
+        padded_out, padded_in = packed.shape[0], packed.shape[1] * 2
         blocks = padded_out // self.block_n
-        words = self.packed.view(blocks, padded_in, self.block_n // 2).view(torch.int32)
+        words = packed.view(blocks, padded_in, self.block_n // 2).view(torch.int32)
         codes = torch.empty(
             padded_in, blocks, 2, words.shape[-1], dtype=torch.int32, device=words.device
         )
@@ -457,15 +472,13 @@ class Int4Linear(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        buffers = self._buffers  # not nn.Module.__getattr__: see Int8Linear.forward
         rows = x if x.dim() == 2 else x.reshape(-1, self.in_features)
-        tile_codes, tile_params = buffers["tile_codes"], buffers["tile_params"]
-        if tile_codes is not None and tile_params is not None and x.is_cpu:
-            tiles = Int4Tiles(tile_codes, tile_params, self.out_features, self.group_size)
-            y = int4_mm(rows.float(), tiles)
+        tiles = self._tiles()
+        if tiles is not None:
+            # Other devices dequantize (exactly) and multiply in float32.
+            y = int4_mm(rows.float(), tiles, "fastest" if x.is_cpu else "torch")
         elif self._kernel_usable(x, rows.shape[0]):
-            packed, scales_and_zeros = buffers["packed"], buffers["scales_and_zeros"]
-            assert packed is not None and scales_and_zeros is not None
+            packed, scales_and_zeros = self._packed()
             xb = rows.to(torch.bfloat16)
             padded_in = packed.shape[1] * 2
             if padded_in != self.in_features:
@@ -480,12 +493,14 @@ class Int4Linear(nn.Module):
             if rows.dtype != dtype:
                 rows = rows.to(dtype)
             y = torch.mm(rows, self._dequantize_transposed(dtype))
-        return _finish(y, x, buffers["bias"])
+        # Buffers straight from their dict: see Int8Linear.forward.
+        return _finish(y, x, self._buffers["bias"])
 
     def extra_repr(self) -> str:
+        kernel = "native" if self._buffers["tile_codes"] is not None else "aten"
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
-            f"int4, group_size={self.group_size}"
+            f"int4, group_size={self.group_size}, kernel={kernel}"
         )
 
 

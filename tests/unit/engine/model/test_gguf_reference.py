@@ -57,7 +57,16 @@ def theirs(smollm2: Path) -> tuple[Any, Any]:
 
 @pytest.fixture(scope="module")
 def native() -> LoadedModel:
+    """The engine's model as it runs (4-bit layers on the native kernel when it builds)."""
     return load_model(EngineConfig(model=MODEL), max_positions=256)
+
+
+@pytest.fixture(scope="module")
+def on_aten() -> LoadedModel:
+    """The same model with its 4-bit layers on torch's CPU kernel (as without a compiler)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(quant, "load_kernels", lambda: False)
+        return load_model(EngineConfig(model=MODEL), max_positions=256)
 
 
 @pytest.fixture(scope="module")
@@ -112,12 +121,13 @@ def layer_weights(reader: gguf.GGUFReader, layer: int, heads: tuple[int, int]) -
 
 
 def test_every_q4_1_weight_runs_with_the_files_numbers(
-    native: LoadedModel, reader: gguf.GGUFReader
+    native: LoadedModel, on_aten: LoadedModel, reader: gguf.GGUFReader
 ) -> None:
     """Dequantized both ways, bit for bit: the gguf package's float32 weights (d * q + m) and
-    the engine's Int4Linear (its codes with the file's own float16 scales and minimums).
+    the engine's Int4Linear (its codes with the file's own float16 scales and minimums), in the
+    native kernel's layout and in torch's.
 
-    The CPU kernel takes bfloat16 copies of scale and zero (m + 8d): its weights differ from
+    torch's kernel takes bfloat16 copies of scale and zero (m + 8d): its weights differ from
     the file's by at most 0.046 of the group's scale (a code step); bound here: 0.05.
     """
     config = native.config
@@ -127,6 +137,10 @@ def test_every_q4_1_weight_runs_with_the_files_numbers(
         for name, expected in layer_weights(reader, i, heads):
             module = layer.get_submodule(name)
             assert isinstance(module, Int4Linear), name
+            assert torch.equal(module.dequantize(), expected), (i, name)
+            module = on_aten.model.model.layers[i].get_submodule(name)
+            assert isinstance(module, Int4Linear), name
+            assert module.packed is not None and module.scales_and_zeros is not None
             assert torch.equal(module.dequantize(), expected), (i, name)
             codes = quant.unpack_int4(module.packed, module.block_n).float()
             kernel_sz = module.scales_and_zeros.float().repeat_interleave(32, 0).transpose(0, 1)
@@ -140,31 +154,33 @@ def test_every_q4_1_weight_runs_with_the_files_numbers(
 
 def test_logits_match_transformers(
     native: LoadedModel,
+    on_aten: LoadedModel,
     theirs: tuple[Any, Any],
     monkeypatch: pytest.MonkeyPatch,
     model_logits: Callable[[LoadedModel, list[int]], torch.Tensor],
 ) -> None:
     """Logits of a 40-token chat prompt, every position, against transformers' float32 model.
 
-    - Dequantized weights (`--dequantize`) and the native Int4Linears on their exact path:
-      the same float32 weights, so only the order of float32 sums differs; measured max
-      |difference| 6e-5 on logits up to 35. Bound: 1e-3 (a wrong permutation, scale or
-      norm gives differences of several units).
-    - Native on the CPU int4 kernel (prefills up to 64 tokens and every decode step): it
-      rounds activations, outputs and its scales to bfloat16 (8 significant bits), layer after
-      layer; measured max |difference| 0.77 (2% of the largest logit). Bound: 1.5, and the
-      greedy token of every position is one of transformers' top 3.
+    - Dequantized weights (`--dequantize`), the native kernel, and torch's kernel's layers on
+      their dequantizing path (more than 64 rows): the same float32 weights, so only the order
+      of float32 sums differs; measured max |difference| 6e-5 on logits up to 35. Bound: 1e-3
+      (a wrong permutation, scale or norm gives differences of several units).
+    - torch's CPU int4 kernel (prefills up to 64 tokens and every decode step): it rounds
+      activations, outputs and its scales to bfloat16 (8 significant bits), layer after layer;
+      measured max |difference| 0.77 (2% of the largest logit). Bound: 1.5, and the greedy
+      token of every position is one of transformers' top 3.
     """
     _, model = theirs
     ids = native.tokenizer.encode(FRANCE)
-    assert len(ids) <= quant.INT4_KERNEL_MAX_ROWS  # the prefill runs on the kernel
+    assert len(ids) <= quant.INT4_KERNEL_MAX_ROWS  # torch's prefill runs on its kernel
     with torch.inference_mode():
         reference = model(torch.tensor([ids])).logits[0].float()
     dequantized = load_model(EngineConfig(model=MODEL, dequantize=True), max_positions=256)
     assert (model_logits(dequantized, ids) - reference).abs().max() < 1e-3
-    kernel = model_logits(native, ids)
+    assert (model_logits(native, ids) - reference).abs().max() < 1e-3
+    kernel = model_logits(on_aten, ids)
     monkeypatch.setattr(quant, "INT4_KERNEL_MAX_ROWS", 0)
-    exact = model_logits(native, ids)
+    exact = model_logits(on_aten, ids)
     assert (exact - reference).abs().max() < 1e-3
     assert (kernel - reference).abs().max() < 1.5
     top3 = reference.topk(3, dim=-1).indices

@@ -336,11 +336,12 @@ def random_blocks(out_features: int, in_features: int, seed: int = 0) -> Int4Blo
 def test_int4_blocks_run_with_their_own_numbers(
     monkeypatch: pytest.MonkeyPatch, shape: tuple[int, int]
 ) -> None:
-    """An Int4Linear made from blocks holds their exact weight (scale * q + minimum in float32,
-    as GGUF's reader computes it): bit for bit, not re-quantized."""
+    """An Int4Linear made from blocks for torch's kernel holds their exact weight (scale * q +
+    minimum in float32, as GGUF's reader computes it): bit for bit, not re-quantized. (The
+    native kernel's layout: kernels/test_int4.py.)"""
     blocks = random_blocks(*shape)
     bias = torch.randn(shape[0])
-    layer = Int4Linear.from_blocks(blocks, bias)
+    layer = Int4Linear.from_blocks(blocks, bias, kernel="aten")
     exact = blocks.dequantize()
     by_hand = blocks.codes.float() * blocks.scales.float().repeat_interleave(32, 1)
     by_hand += blocks.minimums.float().repeat_interleave(32, 1)

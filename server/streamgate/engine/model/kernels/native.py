@@ -1,8 +1,9 @@
 """The compiled kernel library: `int4_matmul.cpp`, built once per source version and machine.
 
-Built on first use (the first Int4Linear of a model that asks for it) rather than at install
-time: the engine is installed by pip from a source tree, and a build then would tie the package
-to the compiler and CPU of the installing machine. `torch.utils.cpp_extension.load` compiles
+Built on first use (the first Int4Linear of a model that asks for it; `make run` and
+`make test` ask once at set-up, so that no engine start waits for it), not by pip: a wheel
+built then would tie the package to the compiler and CPU of the building machine.
+`torch.utils.cpp_extension.load` compiles
 with the system C++ compiler and ninja into torch's extension cache (`TORCH_EXTENSIONS_DIR`,
 default ~/.cache/torch_extensions: outside the checkout), keyed by a hash of the sources, so
 later processes only load the shared library; concurrent first builds wait on torch's lock.
@@ -14,6 +15,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import shutil
+import sysconfig
 from pathlib import Path
 
 import torch
@@ -33,6 +37,11 @@ def load_kernels() -> bool:
     """
     from torch.utils import cpp_extension  # imports setuptools: only when a kernel is wanted
 
+    # torch runs `ninja` from PATH; the `ninja` wheel (a dependency) puts it in this
+    # environment's scripts folder, which is not on PATH when the environment is not activated.
+    scripts = sysconfig.get_path("scripts")
+    if shutil.which("ninja") is None and shutil.which("ninja", path=scripts) is not None:
+        os.environ["PATH"] = os.pathsep.join([scripts, os.environ.get("PATH", "")])
     try:
         cpp_extension.load(
             name=LIBRARY,

@@ -122,6 +122,8 @@ def test_int4_linear_from_blocks_runs_on_the_native_kernel() -> None:
     native_layer = Int4Linear.from_blocks(blocks, bias, kernel="native")
     aten_layer = Int4Linear.from_blocks(blocks, bias, kernel="aten")
     assert native_layer.tile_codes is not None and aten_layer.tile_codes is None
+    assert native_layer.packed is None and aten_layer.packed is not None  # one copy each
+    assert torch.equal(native_layer.dequantize(), aten_layer.dequantize())
     x = torch.randn(2, 5, 96)
     y = native_layer(x)
     assert y.shape == (2, 5, 203)
