@@ -50,10 +50,12 @@ class Rule:
 
 INT4 = "int4 kernel (_weight_int4pack_mm_for_cpu)"
 CASTS = "bfloat16 casts and pads around the int4 kernel"
-DEQUANT = "dequantize + float32 GEMM (steps of > 64 rows)"
-ATTENTION = "attention: SDPA and its reshapes"
+DEQUANT = "dequantize + float32 GEMM"
+ATTENTION = "attention: decode over the paged cache, prefill SDPA, reshapes"
 # First match wins: the more specific rules of a file come before its catch-all.
 RULES = [
+    Rule("int4 kernel (native, the file's float16 scales)", "model/kernels/int4.py", "int4_mm"),
+    Rule("int8 kernel (native: the Q8_0 output head)", "model/kernels/int8.py"),
     Rule(INT4, "model/quant.py", "forward", "_weight_int4pack_mm_for_cpu"),
     Rule(DEQUANT, "model/quant.py", "forward", "torch.mm("),
     Rule(DEQUANT, "model/quant.py", "_dequantize_transposed"),
@@ -61,22 +63,24 @@ RULES = [
     Rule(CASTS, "model/quant.py", "forward", "torch.bfloat16"),
     Rule(CASTS, "model/quant.py", "forward", "F.pad"),
     Rule(CASTS, "model/quant.py", "forward", ".contiguous()"),
-    Rule(CASTS, "model/quant.py", "_finish"),
     Rule(CASTS, "model/quant.py", "_bf16"),
     Rule("Python: quantized Linear bookkeeping", "model/quant.py"),
-    Rule("attention: KV gather (index_select of whole blocks)", "model/llama.py", "_gather"),
+    Rule(
+        "attention: KV gather (whole blocks, prefills over a cached prefix)",
+        "model/kernels/decoder.py",
+        "gather_blocks",
+    ),
+    Rule(ATTENTION, "model/kernels/decoder.py", "paged_attention"),
     Rule(ATTENTION, "model/llama.py", "_decode"),
     Rule(ATTENTION, "model/llama.py", "_prefill"),
-    Rule("attention: KV cache write (index_copy_)", "model/llama.py", "forward", "index_copy_"),
-    Rule("rotary embedding", "model/llama.py", "rotate"),
-    Rule("rotary embedding", "model/llama.py", "at"),
-    Rule("rotary embedding", "model/llama.py", "forward", ".rotate("),
-    Rule("RMSNorm", "model/llama.py", "forward", "rms_norm"),
-    Rule("SwiGLU activation (silu * up, chunk)", "model/llama.py", "forward", "silu"),
-    Rule("SwiGLU activation (silu * up, chunk)", "model/llama.py", "forward", ".chunk("),
-    Rule("output head (49,152 x 576, float32)", "model/llama.py", "logits"),
+    Rule("rotary embedding + KV cache write", "model/kernels/decoder.py", "rope_and_cache"),
+    Rule("rotary embedding + KV cache write", "model/kernels/decoder.py", "rotate"),
+    Rule("rotary embedding + KV cache write", "model/llama.py", "at"),
+    Rule("RMSNorm (+ residual add)", "model/kernels/decoder.py", "rms_norm"),
+    Rule("RMSNorm (+ residual add)", "model/kernels/decoder.py", "add_rms_norm"),
+    Rule("SwiGLU activation", "model/kernels/decoder.py", "silu_mul"),
+    Rule("output head", "model/llama.py", "logits"),
     Rule("embedding", "model/llama.py", "forward", "embed_tokens("),
-    Rule("residual adds", "model/llama.py", "forward", "x + self."),
     Rule("attention: q/k/v views, cat, o_proj input", "model/llama.py", "forward"),
     Rule("batch preparation (ids, slots, block tables, masks)", "core/runner.py", "prepare"),
     Rule("batch preparation (ids, slots, block tables, masks)", "core/runner.py", "_slot"),

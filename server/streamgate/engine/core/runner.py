@@ -103,9 +103,7 @@ class ModelRunner:
             tables = self._tensor(
                 [s.block_table[:width] + [0] * (width - len(s.block_table)) for s in group]
             )
-            pos = torch.arange(width * self.block_size, device=self.device)
-            mask = (pos.unsqueeze(0) < self._tensor(lengths).unsqueeze(1))[:, None, None]
-            groups.append(DecodeGroup(start, tables, mask))
+            groups.append(DecodeGroup(start, tables, self._tensor(lengths)))
         attn = AttentionBatch(
             block_size=self.block_size,
             slot_mapping=self._tensor(slots),

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from streamgate.engine.model.config import ModelConfig, ModelConfigError
+from streamgate.engine.model.kernels import decoder
+from streamgate.engine.model.kernels.decoder import Rope
 
 
 @dataclass
@@ -36,7 +38,7 @@ class DecodeGroup:
 
     start: int  # first row of the group in the step's flattened tokens
     blocks: torch.Tensor  # [rows, max_blocks] block tables, padded
-    mask: torch.Tensor  # [rows, 1, 1, max_blocks * block_size] bool, False on padding
+    lengths: torch.Tensor  # [rows] context length of each sequence, this step's token included
 
 
 @dataclass
@@ -106,9 +108,6 @@ def rope_inverse_frequencies(config: ModelConfig) -> torch.Tensor:
     raise ModelConfigError(f"unsupported rope_scaling type {kind!r} (none, linear, llama3)")
 
 
-Rope = tuple[torch.Tensor, torch.Tensor]
-
-
 class RotaryEmbedding(nn.Module):
     """Precomputed cos/sin tables, applied in the rotate-half layout of HF Llama checkpoints."""
 
@@ -130,14 +129,6 @@ class RotaryEmbedding(nn.Module):
         sin = self.sin.index_select(0, positions).unsqueeze(1).to(dtype)
         return cos, sin
 
-    @staticmethod
-    def rotate(x: torch.Tensor, rope: Rope) -> torch.Tensor:
-        """x: [T, heads, dim]; rotates every head of each row by its position."""
-        cos, sin = rope
-        half = x.shape[-1] // 2
-        rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-        return x * cos + rotated * sin
-
 
 class RMSNorm(nn.Module):
     def __init__(self, size: int, eps: float) -> None:
@@ -146,7 +137,13 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+        return decoder.rms_norm(x, self.weight, self.eps)
+
+    def add_forward(
+        self, x: torch.Tensor, delta: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x + delta, the norm of it): a residual add and the norm after it, in one call."""
+        return decoder.add_rms_norm(x, delta, self.weight, self.eps)
 
 
 class Attention(nn.Module):
@@ -170,12 +167,11 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         rows = x.shape[0]
         qkv = self.qkv_proj(x).view(rows, self.num_heads + 2 * self.num_kv_heads, self.head_dim)
-        qk = RotaryEmbedding.rotate(qkv[:, : self.num_heads + self.num_kv_heads], rope)
+        qk = decoder.rope_and_cache(
+            qkv, rope, batch.slot_mapping, k_cache, v_cache, self.num_heads, self.num_kv_heads
+        )
         q, k = qk[:, : self.num_heads], qk[:, self.num_heads :]
         v = qkv[:, self.num_heads + self.num_kv_heads :]
-        # index_copy_/index_select: several times faster than advanced indexing on CPU.
-        k_cache.index_copy_(0, batch.slot_mapping, k)
-        v_cache.index_copy_(0, batch.slot_mapping, v)
 
         outputs = [self._prefill(q, k, v, span, batch, k_cache, v_cache) for span in batch.prefills]
         for group in batch.decodes:
@@ -202,8 +198,8 @@ class Attention(nn.Module):
                 query, keys.transpose(0, 1), values.transpose(0, 1), is_causal=True, enable_gqa=True
             )
         else:
-            keys = self._gather(k_cache, span.context_blocks, batch.block_size)
-            values = self._gather(v_cache, span.context_blocks, batch.block_size)
+            keys = decoder.gather_blocks(k_cache, span.context_blocks, batch.block_size)
+            values = decoder.gather_blocks(v_cache, span.context_blocks, batch.block_size)
             out = F.scaled_dot_product_attention(
                 query,
                 keys.transpose(0, 1),
@@ -214,29 +210,17 @@ class Attention(nn.Module):
         return out.transpose(0, 1)
 
     @staticmethod
-    def _gather(cache: torch.Tensor, blocks: torch.Tensor, block_size: int) -> torch.Tensor:
-        """[slots, heads, dim] cache -> [len(blocks) * block_size, heads, dim], whole blocks."""
-        per_block = cache.view(-1, block_size * cache.shape[1] * cache.shape[2])
-        return per_block.index_select(0, blocks).view(-1, *cache.shape[1:])
-
     def _decode(
-        self,
         q: torch.Tensor,
         group: DecodeGroup,
         block_size: int,
         k_cache: torch.Tensor,
         v_cache: torch.Tensor,
     ) -> torch.Tensor:
-        rows = group.blocks.shape[0]
-        blocks = group.blocks.flatten()
-        keys = self._gather(k_cache, blocks, block_size).view(rows, -1, *k_cache.shape[1:])
-        values = self._gather(v_cache, blocks, block_size).view(rows, -1, *v_cache.shape[1:])
-        keys, values = keys.transpose(1, 2), values.transpose(1, 2)  # [B, kv_heads, ctx, dim]
-        query = q[group.start : group.start + rows].unsqueeze(2)
-        out = F.scaled_dot_product_attention(
-            query, keys, values, attn_mask=group.mask, enable_gqa=True
+        query = q[group.start : group.start + group.blocks.shape[0]]
+        return decoder.paged_attention(
+            query, k_cache, v_cache, group.blocks, group.lengths, block_size
         )
-        return out.squeeze(2)
 
 
 class MLP(nn.Module):
@@ -248,8 +232,7 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
-        out: torch.Tensor = self.down_proj(F.silu(gate) * up)
+        out: torch.Tensor = self.down_proj(decoder.silu_mul(self.gate_up_proj(x)))
         return out
 
 
@@ -263,15 +246,23 @@ class DecoderLayer(nn.Module):
 
     def forward(
         self,
-        x: torch.Tensor,
+        delta: torch.Tensor,
+        residual: torch.Tensor | None,
         rope: Rope,
         batch: AttentionBatch,
         k_cache: torch.Tensor,
         v_cache: torch.Tensor,
-    ) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), rope, batch, k_cache, v_cache)
-        out: torch.Tensor = x + self.mlp(self.post_attention_layernorm(x))
-        return out
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(this layer's MLP output, the residual stream before it): the previous layer's
+        output is added to the residual stream here, in one call with the norm after it (the
+        first layer gets the embeddings as `delta` and no residual)."""
+        if residual is None:
+            residual, x = delta, self.input_layernorm(delta)
+        else:
+            residual, x = self.input_layernorm.add_forward(residual, delta)
+        attended = self.self_attn(x, rope, batch, k_cache, v_cache)
+        residual, x = self.post_attention_layernorm.add_forward(residual, attended)
+        return self.mlp(x), residual
 
 
 class LlamaBody(nn.Module):
@@ -334,14 +325,17 @@ class LlamaForCausalLM(nn.Module):
         cache: KVCache,
     ) -> torch.Tensor:
         """Hidden states [T, hidden] after the final norm, for every new token of the step."""
-        x = self.model.embed_tokens(input_ids)
+        x: torch.Tensor = self.model.embed_tokens(input_ids)
         rope = self.model.rotary.at(positions, x.dtype)
+        residual: torch.Tensor | None = None
         for layer, k_cache, v_cache in zip(
             self.model.layers, cache.keys, cache.values, strict=True
         ):
-            x = layer(x, rope, batch, k_cache, v_cache)
-        out: torch.Tensor = self.model.norm(x)
-        return out
+            x, residual = layer(x, residual, rope, batch, k_cache, v_cache)
+        if residual is None:  # a model without layers
+            out: torch.Tensor = self.model.norm(x)
+            return out
+        return self.model.norm.add_forward(residual, x)[1]
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Float32 logits, whatever the model's dtype, so that sampling is numerically uniform."""

@@ -17,12 +17,29 @@ from streamgate.engine.core.sequence import (
 )
 
 
-@pytest.fixture
-async def engine() -> AsyncIterator[LLMEngine]:
-    eng = LLMEngine.from_config(EngineConfig(max_total_tokens=512, max_batch_total_tokens=8192))
+# The equivalence tests run on the built-in tiny model and on the packaged real one (its
+# 4-bit layers and the decoder's native operations, at every batch size the tests make).
+MODELS = ["tiny", "smollm2-135m-instruct"]
+
+
+async def started(config: EngineConfig) -> AsyncIterator[LLMEngine]:
+    eng = LLMEngine.from_config(config)
     eng.start(asyncio.get_running_loop())
     yield eng
     eng.shutdown()
+
+
+@pytest.fixture
+async def engine() -> AsyncIterator[LLMEngine]:
+    async for eng in started(EngineConfig(max_total_tokens=512, max_batch_total_tokens=8192)):
+        yield eng
+
+
+@pytest.fixture(params=MODELS)
+async def each_model(request: pytest.FixtureRequest) -> AsyncIterator[LLMEngine]:
+    config = EngineConfig(model=request.param, max_total_tokens=512, max_batch_total_tokens=8192)
+    async for eng in started(config):
+        yield eng
 
 
 async def collect(stream: RequestStream) -> list[TokenEvent]:
@@ -38,7 +55,8 @@ def ids(events: list[TokenEvent]) -> list[int]:
 
 
 def prompt(seed: int, length: int) -> list[int]:
-    # Byte tokens of the tiny model are ids 3..258; BOS is 1.
+    # Byte tokens of the tiny model are ids 3..258; BOS is 1 (ordinary tokens of SmolLM2's
+    # vocabulary, and its <|im_start|>).
     return [1] + [3 + (seed * 7919 + i * 104729) % 256 for i in range(length - 1)]
 
 
@@ -54,7 +72,8 @@ async def wait_idle(engine: LLMEngine) -> None:
 GREEDY = SamplingParams(max_new_tokens=24)
 
 
-async def test_batched_greedy_equals_one_at_a_time(engine: LLMEngine) -> None:
+async def test_batched_greedy_equals_one_at_a_time(each_model: LLMEngine) -> None:
+    engine = each_model
     prompts = [prompt(i, n) for i, n in enumerate([5, 40, 17, 90, 3, 33, 64, 8])]
     alone = [ids(await run(engine, p, GREEDY)) for p in prompts]
 
@@ -68,7 +87,9 @@ async def test_batched_greedy_equals_one_at_a_time(engine: LLMEngine) -> None:
     await wait_idle(engine)
 
 
-async def test_prefix_cached_output_equals_uncached(engine: LLMEngine) -> None:
+async def test_prefix_cached_output_equals_uncached(each_model: LLMEngine) -> None:
+    engine = each_model
+    model = engine.config.model
     shared = prompt(99, 200)
     first = await run(engine, [*shared, 50, 60], GREEDY)
     assert first[-1].finish is not None and first[-1].finish.cached_tokens == 0
@@ -81,7 +102,7 @@ async def test_prefix_cached_output_equals_uncached(engine: LLMEngine) -> None:
     assert engine.stats().prefix_cache_hit_tokens_total == 384
 
     uncached = LLMEngine.from_config(
-        EngineConfig(max_total_tokens=512, enable_prefix_caching=False)
+        EngineConfig(model=model, max_total_tokens=512, enable_prefix_caching=False)
     )
     uncached.start(asyncio.get_running_loop())
     try:
@@ -90,8 +111,11 @@ async def test_prefix_cached_output_equals_uncached(engine: LLMEngine) -> None:
         uncached.shutdown()
 
 
-async def test_preemption_under_a_tiny_kv_budget_keeps_outputs() -> None:
-    config = EngineConfig(max_total_tokens=128, kv_cache_tokens=160, max_input_tokens=64)
+@pytest.mark.parametrize("model", MODELS)
+async def test_preemption_under_a_tiny_kv_budget_keeps_outputs(model: str) -> None:
+    config = EngineConfig(
+        model=model, max_total_tokens=128, kv_cache_tokens=160, max_input_tokens=64
+    )
     engine = LLMEngine.from_config(config)
     engine.start(asyncio.get_running_loop())
     try:

@@ -105,8 +105,7 @@ def test_paged_model_matches_transformers(case: str) -> None:
         outputs.append(ours.logits(ours(ids[20:30], torch.arange(20, 30), second, cache)))
         for p in range(30, 37):
             context = blocks(p + 1).unsqueeze(0)
-            visible = (torch.arange(context.shape[1] * bs) <= p).view(1, 1, 1, -1)
-            group = DecodeGroup(0, context, visible)
+            group = DecodeGroup(0, context, torch.tensor([p + 1]))
             step = AttentionBatch(bs, slots(range(p, p + 1)), [], [group])
             outputs.append(ours.logits(ours(ids[p : p + 1], torch.tensor([p]), step, cache)))
     got = torch.cat(outputs)

@@ -1,4 +1,4 @@
-"""The compiled kernel library: `int4_matmul.cpp`, built once per source version and machine.
+"""The compiled kernel library: the `.cpp` files here, built once per source version and machine.
 
 Built on first use (the first Int4Linear of a model that asks for it; `make run` and
 `make test` ask once at set-up, so that no engine start waits for it), not by pip: a wheel
@@ -25,7 +25,9 @@ import torch
 log = logging.getLogger(__name__)
 
 LIBRARY = "streamgate_kernels"
-SOURCES = (Path(__file__).with_name("int4_matmul.cpp"),)
+# Every C++ file of this folder: one library, `TORCH_LIBRARY` in int4_matmul.cpp and a
+# `TORCH_LIBRARY_FRAGMENT` in each other file.
+SOURCES = tuple(sorted(Path(__file__).parent.glob("*.cpp")))
 
 
 @functools.cache
