@@ -224,12 +224,57 @@ at::Tensor int4_mm(const at::Tensor& x, const at::Tensor& codes, const at::Tenso
   return y;
 }
 
+// The float32 weight, transposed: [K, N], w = q * scale + minimum (q * scale is exact, so the
+// sum is rounded once, as in Int4Blocks.dequantize). For big row counts (long prefills) a
+// float32 GEMM on it beats the kernel above; written in the [K, N] order that GEMM reads.
+at::Tensor int4_dequantize_t(const at::Tensor& codes, const at::Tensor& params,
+                             int64_t out_features, int64_t group_size) {
+  TORCH_CHECK(codes.scalar_type() == at::kInt && codes.dim() == 2 && codes.is_contiguous() &&
+                  params.scalar_type() == at::kShort && params.is_contiguous(),
+              "int4_dequantize_t: codes int32 [tiles, in] and params int16, contiguous");
+  const int64_t K = codes.size(1), tiles = codes.size(0), N = out_features;
+  TORCH_CHECK(group_size > 0 && K % group_size == 0 && N > (tiles - 1) * kTile &&
+                  N <= tiles * kTile,
+              "int4_dequantize_t: shapes do not match");
+  const int64_t groups = K / group_size;
+  at::Tensor w = at::empty({K, N}, codes.options().dtype(at::kFloat));
+  const uint32_t* words = reinterpret_cast<const uint32_t*>(codes.data_ptr<int32_t>());
+  const at::Half* sm = reinterpret_cast<const at::Half*>(params.data_ptr<int16_t>());
+  float* out = w.data_ptr<float>();
+  at::parallel_for(0, tiles, kGrain, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t n0 = t * kTile, count = std::min<int64_t>(kTile, N - n0);
+      for (int64_t g = 0; g < groups; ++g) {
+        const at::Half* pair = sm + (t * groups + g) * 2 * kTile;
+        float scale[kTile], minimum[kTile];
+        for (int64_t j = 0; j < kTile; ++j) {
+          scale[j] = static_cast<float>(pair[j]);
+          minimum[j] = static_cast<float>(pair[kTile + j]);
+        }
+        for (int64_t k = g * group_size; k < (g + 1) * group_size; ++k) {
+          const uint32_t word = words[t * K + k];
+          float* row = out + k * N + n0;
+          for (int64_t j = 0; j < count; ++j) {
+            row[j] = static_cast<float>((word >> (4 * j)) & 15u) * scale[j] + minimum[j];
+          }
+        }
+      }
+    }
+  });
+  return w;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(streamgate_kernels, m) {
   m.def("int4_mm(Tensor x, Tensor codes, Tensor params, int out_features, int group_size, "
         "bool vectorized) -> Tensor");
+  m.def("int4_dequantize_t(Tensor codes, Tensor params, int out_features, int group_size) "
+        "-> Tensor");
   m.def("has_avx2() -> bool", &cpu_has_avx2);
 }
 
-TORCH_LIBRARY_IMPL(streamgate_kernels, CPU, m) { m.impl("int4_mm", int4_mm); }
+TORCH_LIBRARY_IMPL(streamgate_kernels, CPU, m) {
+  m.impl("int4_mm", int4_mm);
+  m.impl("int4_dequantize_t", int4_dequantize_t);
+}

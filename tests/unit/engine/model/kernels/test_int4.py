@@ -22,7 +22,7 @@ from streamgate.engine.model.kernels import Int4Path, Int4Tiles, int4, int4_mm, 
 from streamgate.engine.model.quant import Int4Blocks, Int4Linear
 
 MAX_REL_ERROR = 1e-5
-PATHS: list[Int4Path] = ["fastest", "scalar", "torch"]
+PATHS: list[Int4Path] = ["fastest", "scalar", "gemm", "torch"]
 # (in, out): a decode projection, outputs not a multiple of the tile of 8, one group of inputs.
 SHAPES = [(576, 192), (96, 203), (32, 5)]
 
@@ -58,7 +58,8 @@ def test_tiles_hold_the_blocks_weight_bit_for_bit(kind: str, shape: tuple[int, i
 
 
 @pytest.mark.parametrize("path", PATHS)
-@pytest.mark.parametrize("rows", [1, 3, 32, 100])
+# 200 rows: `fastest` takes the GEMM path (int4.GEMM_MIN_ROWS).
+@pytest.mark.parametrize("rows", [1, 3, 32, 100, 200])
 @pytest.mark.parametrize("kind", ["Q4_0", "Q4_1"])
 @pytest.mark.parametrize("shape", SHAPES)
 def test_kernel_equals_float32_dequantize_then_matmul(
@@ -69,6 +70,17 @@ def test_kernel_equals_float32_dequantize_then_matmul(
     y = int4_mm(x, tiles_of(blocks), path)
     assert y.shape == (rows, shape[1]) and y.dtype == torch.float32
     assert rel_error(y, x, blocks.dequantize()) <= MAX_REL_ERROR
+
+
+@pytest.mark.parametrize("kind", ["Q4_0", "Q4_1"])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_native_dequantization_is_bit_exact(kind: str, shape: tuple[int, int]) -> None:
+    blocks = random_blocks(*shape, kind)
+    tiles = tiles_of(blocks)
+    weight = torch.ops.streamgate_kernels.int4_dequantize_t(
+        tiles.codes, tiles.params, tiles.out_features, tiles.group_size
+    )
+    assert torch.equal(weight, blocks.dequantize().T)
 
 
 def test_the_bound_rejects_bfloat16_scales() -> None:
