@@ -57,7 +57,9 @@ def test_info_reports_the_model_and_its_chat_template(smollm2: Engine) -> None:
     assert info["chat_template"].startswith("{% for message in messages %}")
     assert "<|im_start|>" in info["chat_template"]
     assert info["max_input_tokens"] == 1023 and info["max_total_tokens"] == 1024
-    assert 150e6 < info["weight_bytes"] < 250e6  # 4-bit layers, float32 embedding (Q8_0)
+    # 4-bit layers (~66 MB), the Q8_0 embedding and tied head as one int8 table (~30 MB; 113 MB
+    # in float32): 97 MB measured.
+    assert 80e6 < info["weight_bytes"] < 120e6
 
 
 def test_it_knows_the_capital_of_france(smollm2: Engine) -> None:

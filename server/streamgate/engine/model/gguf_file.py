@@ -6,7 +6,8 @@ parsed once, by `GGUFModel`). What runs:
 - F32, F16 and BF16 tensors, loaded as float32 (exactly);
 - Q4_1 and Q4_0 tensors of the linear layers, kept as `Int4Blocks` and run by the int4 kernel as
   they are (an embedding table in these types is dequantized, exactly);
-- Q8_0 tensors, dequantized to float32 (exactly: no kernel here takes its per-32 scales).
+- Q8_0 tensors: the token embedding and the output head as `Int8Blocks`, run as they are (by
+  `Q8Embedding` and `Q8Linear`); Q8_0 projections of the layers are dequantized (exactly).
 Anything else is refused as soon as the file is opened, naming the file and the key or tensor.
 
 llama.cpp's converter reorders the rows of the Q and K projections of `llama` models for its
@@ -28,6 +29,7 @@ import torch
 import xxhash
 
 from streamgate.engine.model.config import ModelConfig, ModelConfigError
+from streamgate.engine.model.kernels import Int8Blocks
 from streamgate.engine.model.quant import Int4Blocks, Weight
 
 __all__ = ["SUPPORTED_TENSOR_TYPES", "GGUFError", "GGUFModel"]
@@ -39,8 +41,8 @@ ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 _PERMUTED_ROPE = {"llama"}
 FLOAT_TYPES = (Q.F32, Q.F16, Q.BF16)
 INT4_TYPES = (Q.Q4_0, Q.Q4_1)
-DEQUANTIZED_TYPES = (Q.Q8_0,)
-SUPPORTED_TENSOR_TYPES = (*FLOAT_TYPES, *INT4_TYPES, *DEQUANTIZED_TYPES)
+INT8_TYPES = (Q.Q8_0,)
+SUPPORTED_TENSOR_TYPES = (*FLOAT_TYPES, *INT4_TYPES, *INT8_TYPES)
 _GROUP = 32  # values per block of Q4_0, Q4_1 and Q8_0
 
 _TOP_LEVEL = {
@@ -60,6 +62,8 @@ _LAYER = {
     "ffn_down": "mlp.down_proj",
 }
 _LAYER_TENSOR = re.compile(r"blk\.(\d+)\.(\w+)\.(weight|bias)")
+# The tables kept as Int8Blocks when in Q8_0 (HF names).
+_INT8_TABLES = ("model.embed_tokens.weight", "lm_head.weight")
 # Per-frequency RoPE divisors (Llama 3.1+ files): folded into the config, not a parameter.
 _ROPE_FACTORS = "rope_freqs.weight"
 _REQUIRED = object()
@@ -216,8 +220,8 @@ class GGUFModel:
     def weights(self, dequantize: bool = False) -> dict[str, Weight]:
         """Every parameter in HF checkpoint names, Q/K rows in HF order.
 
-        Linear weights in Q4_0/Q4_1 are `Int4Blocks` (float32 tensors with `dequantize`);
-        everything else is a float32 tensor.
+        Linear weights in Q4_0/Q4_1 are `Int4Blocks`, the embedding and head in Q8_0
+        `Int8Blocks`; everything else (and everything with `dequantize`) is a float32 tensor.
         """
         out: dict[str, Weight] = {}
         for name, tensor in self._tensors.items():
@@ -233,6 +237,8 @@ class GGUFModel:
                 weight = self._int4_blocks(tensor)
             elif tensor.tensor_type in INT4_TYPES:
                 weight = self._int4_blocks(tensor).dequantize().reshape(self._shape(tensor))
+            elif tensor.tensor_type in INT8_TYPES and not dequantize and hf_name in _INT8_TABLES:
+                weight = self._int8_blocks(tensor)
             else:
                 weight = self._float(tensor)
             out[hf_name] = self._rope_order(name, weight)
@@ -251,7 +257,7 @@ class GGUFModel:
         rows = weight.shape[0]
         # GGUF row h*hd + 2i + j holds HF row h*hd + j*hd/2 + i (per head h, pair i, half j).
         index = torch.arange(rows).view(heads, rows // heads // 2, 2).transpose(1, 2).reshape(-1)
-        return weight.rows(index) if isinstance(weight, Int4Blocks) else weight[index]
+        return weight[index] if isinstance(weight, torch.Tensor) else weight.rows(index)
 
     def _float(self, tensor: gguf.ReaderTensor) -> torch.Tensor:
         """A float, BF16 or Q8_0 tensor as float32 [rows, columns] (1-D stays 1-D), exactly."""
@@ -260,7 +266,7 @@ class GGUFModel:
         if kind == Q.BF16:
             bits = torch.from_numpy(data.view(np.int16).copy())
             values = bits.view(torch.bfloat16).float()
-        elif kind in DEQUANTIZED_TYPES:
+        elif kind in INT8_TYPES:
             values = torch.from_numpy(gguf.quants.dequantize(data, kind))
         else:
             values = torch.from_numpy(data.astype(np.float32))  # a copy, out of the memory map
@@ -289,3 +295,12 @@ class GGUFModel:
             if not torch.isfinite(minimums).all():
                 raise self.error(f"tensor {tensor.name!r}: a Q4_0 scale too large for float16")
         return Int4Blocks(codes, scales, minimums, _GROUP)
+
+    def _int8_blocks(self, tensor: gguf.ReaderTensor) -> Int8Blocks:
+        """Q8_0 blocks of a matrix: f16 d, then 32 int8 codes q (w = d*q)."""
+        raw = np.asarray(tensor.data)
+        rows = self._shape(tensor)[0]
+        blocks = raw.reshape(rows, -1, 2 + _GROUP)
+        scales = torch.from_numpy(blocks[..., 0:2].copy().view(np.int16)[..., 0])
+        codes = torch.from_numpy(blocks[..., 2:].copy().view(np.int8).reshape(rows, -1))
+        return Int8Blocks(codes, scales, _GROUP)

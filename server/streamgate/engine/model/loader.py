@@ -24,13 +24,14 @@ from streamgate.engine.config import EngineConfig
 from streamgate.engine.model.config import ModelConfig, ModelConfigError
 from streamgate.engine.model.gguf_file import GGUFModel
 from streamgate.engine.model.gguf_vocab import tokenizer_from_gguf
+from streamgate.engine.model.kernels import Int8Blocks
+from streamgate.engine.model.kernels.native import load_kernels
 from streamgate.engine.model.llama import LlamaForCausalLM
 from streamgate.engine.model.packaged import PACKAGED_MODELS
 from streamgate.engine.model.quant import (
-    Int4Blocks,
     Weight,
     cat_rows,
-    load_int4_blocks,
+    load_blocks,
     quantize_model,
     weight_bytes,
 )
@@ -189,8 +190,12 @@ class ModelSource:
 
     def load(self, config: EngineConfig, max_positions: int | None = None) -> LoadedModel:
         """Build the model on its device in `config.dtype`, as `config` asks: a GGUF's
-        Q4_0/Q4_1 weights run as they are unless `config.dequantize`; float weights are
-        quantized when `config.quantize` says so."""
+        Q4_0/Q4_1 weights and Q8_0 embedding and head run as they are unless
+        `config.dequantize`; float weights are quantized when `config.quantize` says so.
+
+        A Q8_0 table is dequantized after all where the native kernel is missing (not a CPU, or
+        no compiler): its pure-torch path would dequantize the whole head at every step.
+        """
         device = torch.device(config.device) if config.device else default_device()
         dtype = DTYPES[config.dtype]
         weights: Mapping[str, Weight]
@@ -207,20 +212,17 @@ class ModelSource:
             tokenizer = Tokenizer.tiny()
             sha = checkpoint_sha(weights)
         # Floats go to their dtype before fusing (once, even for a tied head); blocks keep theirs.
-        converted = {
-            name: w if isinstance(w, Int4Blocks) else w.to(device=device, dtype=dtype)
-            for name, w in weights.items()
-        }
+        converted = {name: _placed(w, device, dtype) for name, w in weights.items()}
         del weights
         fused = fuse_checkpoint(converted, self.config)
-        blocks = {name: w for name, w in fused.items() if isinstance(w, Int4Blocks)}
+        blocks = {name: w for name, w in fused.items() if not isinstance(w, torch.Tensor)}
         floats = {name: w for name, w in fused.items() if isinstance(w, torch.Tensor)}
         positions = max_positions or self.config.max_position_embeddings
         model = LlamaForCausalLM.from_checkpoint(
             self.config, positions, floats, absent=blocks, device=device
         )
         num_parameters = sum(p.numel() for p in model.parameters())
-        load_int4_blocks(model, blocks, device)
+        load_blocks(model, blocks, device, dtype)
         model.eval().requires_grad_(False)
         if config.quantize:
             quantize_model(model, config.quantize)
@@ -236,6 +238,14 @@ class ModelSource:
             weight_bytes=weight_bytes(model),
         )
         return LoadedModel(model=model, tokenizer=tokenizer, config=self.config, info=info)
+
+
+def _placed(weight: Weight, device: torch.device, dtype: torch.dtype) -> Weight:
+    """A float weight on `device` in `dtype`; blocks as they are, but Q8_0 ones only where the
+    native kernel runs (see `ModelSource.load`)."""
+    if isinstance(weight, Int8Blocks) and not (device.type == "cpu" and load_kernels()):
+        weight = weight.dequantize()
+    return weight.to(device=device, dtype=dtype) if isinstance(weight, torch.Tensor) else weight
 
 
 def open_model(config: EngineConfig) -> ModelSource:

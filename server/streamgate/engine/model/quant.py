@@ -29,6 +29,11 @@ file's float16 numbers, float32 activations, exact to float32 rounding, one pass
 for any row count) when it could be built; `Int4Linear.from_blocks(kernel="aten")` keeps torch's
 kernel instead, which takes a bfloat16 copy of them (`Int4Linear.from_blocks` says what that
 changes).
+
+GGUF's Q8_0 tables (blocks of 32 int8 codes with a float16 scale: the token embedding and the
+output head) come as `Int8Blocks` and stay so: `Q8Embedding` gathers and dequantizes only the
+looked-up rows, `Q8Linear` runs the head on the native kernel (`kernels.int8_mm`, exact to
+float32 rounding), and a head tied to the embedding shares its codes and scales.
 """
 
 from __future__ import annotations
@@ -43,7 +48,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from streamgate.engine.model.kernels import Int4Tiles, int4_mm
+from streamgate.engine.model.kernels import Int4Tiles, Int8Blocks, int4_mm, int8_mm
+from streamgate.engine.model.kernels.int8 import dequantize_rows
 from streamgate.engine.model.kernels.native import load_kernels
 
 QuantMode = Literal["int8", "int4"]
@@ -269,16 +275,18 @@ class Int4Blocks:
         )
 
 
-Weight = torch.Tensor | Int4Blocks
-"""A weight of a checkpoint: a float tensor, or 4-bit blocks to run as they are."""
+Blocks = Int4Blocks | Int8Blocks
+"""Weights that arrive quantized and run as they are."""
+Weight = torch.Tensor | Blocks
+"""A weight of a checkpoint: a float tensor, or blocks to run as they are."""
 
 
 def cat_rows(parts: Sequence[Weight]) -> Weight:
-    """Weights stacked along their rows (fused projections). Blocks stay blocks when all parts
-    are blocks; mixed with float parts they are dequantized (exactly, in float32)."""
+    """Weights stacked along their rows (fused projections). 4-bit blocks stay blocks when all
+    parts are; anything else is dequantized (exactly, in float32)."""
     if all(isinstance(p, Int4Blocks) for p in parts):
         return Int4Blocks.cat([p for p in parts if isinstance(p, Int4Blocks)])
-    return torch.cat([p.dequantize() if isinstance(p, Int4Blocks) else p for p in parts])
+    return torch.cat([p if isinstance(p, torch.Tensor) else p.dequantize() for p in parts])
 
 
 class Int4Linear(nn.Module):
@@ -541,6 +549,69 @@ class Int8Embedding(nn.Module):
         return rows.mul_(scale)
 
 
+class _Int8BlocksModule(nn.Module):
+    """The buffers of an `Int8Blocks` weight; modules built from the same blocks share them."""
+
+    codes: torch.Tensor  # Int8Blocks.codes
+    scales: torch.Tensor  # Int8Blocks.scales: int16, so that Module.to(dtype) leaves them alone
+
+    def __init__(self, blocks: Int8Blocks) -> None:
+        super().__init__()
+        self.group_size = blocks.group_size
+        self.register_buffer("codes", blocks.codes)
+        self.register_buffer("scales", blocks.scales)
+
+    def blocks(self) -> Int8Blocks:
+        buffers = self._buffers  # see Int8Linear.forward
+        codes, scales = buffers["codes"], buffers["scales"]
+        assert codes is not None and scales is not None
+        return Int8Blocks(codes, scales, self.group_size)
+
+    def extra_repr(self) -> str:
+        out, size = self.codes.shape
+        return f"{size}, {out}, int8, group_size={self.group_size}"
+
+
+class Q8Embedding(_Int8BlocksModule):
+    """Embedding table of 8-bit blocks (GGUF's Q8_0): only the gathered rows are dequantized,
+    exactly (d * q in float32), then rounded once to the output dtype."""
+
+    def __init__(self, blocks: Int8Blocks, dtype: torch.dtype) -> None:
+        super().__init__(blocks)
+        self.num_embeddings, self.embedding_dim = blocks.shape
+        self.dtype = dtype  # of the outputs: the model's dtype
+
+    def dequantize(self) -> torch.Tensor:
+        """The whole table in the output dtype (what each gathered row equals)."""
+        return self.blocks().dequantize(self.dtype)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        codes = F.embedding(ids, self.codes)
+        scales = F.embedding(ids, self.scales)
+        return dequantize_rows(codes, scales, self.group_size).to(self.dtype)
+
+
+class Q8Linear(_Int8BlocksModule):
+    """Linear layer without bias on 8-bit blocks (GGUF's Q8_0 output head): the native kernel
+    on the CPU, dequantize-then-matmul elsewhere; float32 inside, outputs in x's dtype."""
+
+    def __init__(self, blocks: Int8Blocks) -> None:
+        super().__init__(blocks)
+        self.out_features, self.in_features = blocks.shape
+
+    def dequantize(self) -> torch.Tensor:
+        """The float32 weight [out, in]."""
+        return self.blocks().dequantize()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x if x.dim() == 2 else x.reshape(-1, self.in_features)
+        if x.is_cpu:
+            y = int8_mm(rows.float(), self.blocks())
+        else:
+            y = F.linear(rows, self.blocks().dequantize(x.dtype))
+        return _finish(y, x, None)
+
+
 QuantizedModule = Int8Linear | Int4Linear | Int8Embedding
 
 
@@ -586,18 +657,41 @@ def quantize_model(model: nn.Module, mode: QuantMode, group_size: int = 32) -> N
     replace(nn.Linear)
 
 
-def load_int4_blocks(
-    model: nn.Module, weights: Mapping[str, Int4Blocks], device: torch.device
+def load_blocks(
+    model: nn.Module, weights: Mapping[str, Blocks], device: torch.device, dtype: torch.dtype
 ) -> None:
-    """Replace the Linear of each weight name (`...mlp.down_proj.weight`) by an Int4Linear of
-    its blocks on `device`, keeping the Linear's bias."""
+    """Replace the module of each weight name (`...mlp.down_proj.weight`) by one computing with
+    its blocks as they are, on `device`: a Linear by an Int4Linear (keeping its bias) or a
+    Q8Linear, an Embedding by a Q8Embedding with outputs in `dtype`. Modules made from the same
+    `Int8Blocks` (a head tied to the embedding) share their codes and scales."""
+    placed: dict[int, Int8Blocks] = {}  # id(blocks as given) -> on the device, made once
+
+    def on_device(blocks: Int8Blocks) -> Int8Blocks:
+        if id(blocks) not in placed:
+            placed[id(blocks)] = Int8Blocks(
+                blocks.codes.to(device), blocks.scales.to(device), blocks.group_size
+            )
+        return placed[id(blocks)]
+
     for name, blocks in weights.items():
         parent_name, _, child = name.removesuffix(".weight").rpartition(".")
         parent = model.get_submodule(parent_name)
-        linear = getattr(parent, child)
-        if not isinstance(linear, nn.Linear) or tuple(linear.weight.shape) != blocks.shape:
-            raise ValueError(f"{name}: {blocks.shape} blocks do not fit {linear}")
-        setattr(parent, child, Int4Linear.from_blocks(blocks, linear.bias).to(device))
+        module = getattr(parent, child)
+        shape = module.weight.shape if isinstance(module, (nn.Linear, nn.Embedding)) else None
+        if shape is None or tuple(shape) != blocks.shape:
+            raise ValueError(f"{name}: {blocks.shape} blocks do not fit {module}")
+        replacement: nn.Module
+        if isinstance(module, nn.Embedding) and isinstance(blocks, Int8Blocks):
+            replacement = Q8Embedding(on_device(blocks), dtype)
+        elif isinstance(module, nn.Linear) and isinstance(blocks, Int4Blocks):
+            replacement = Int4Linear.from_blocks(blocks, module.bias).to(device)
+        elif (
+            isinstance(module, nn.Linear) and isinstance(blocks, Int8Blocks) and module.bias is None
+        ):
+            replacement = Q8Linear(on_device(blocks))
+        else:
+            raise ValueError(f"{name}: {type(blocks).__name__} cannot replace {module}")
+        setattr(parent, child, replacement)
 
 
 def weight_bytes(model: nn.Module) -> int:

@@ -16,7 +16,6 @@ from streamgate.engine.core.sequence import (
     TokenInfo,
 )
 
-
 # The equivalence tests run on the built-in tiny model and on the packaged real one (its
 # 4-bit layers and the decoder's native operations, at every batch size the tests make).
 MODELS = ["tiny", "smollm2-135m-instruct"]

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from streamgate.engine.model.gguf_file import GGUFError, GGUFModel
+from streamgate.engine.model.kernels import Int8Blocks
 from streamgate.engine.model.llama import rope_inverse_frequencies
 from streamgate.engine.model.loader import TinyShape
 from streamgate.engine.model.quant import Int4Blocks
@@ -24,7 +25,8 @@ WriteGGUF = Callable[..., Any]  # the `gguf_file` fixture (conftest.py)
 @pytest.mark.parametrize("kind", [Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q4_0, Q.Q4_1])
 def test_tensors_read_back_as_stored(gguf_file: WriteGGUF, kind: Q) -> None:
     """Every parameter, in HF names and row order, equals what the file's type stores (the
-    weight rounded through that type by the gguf package), bit for bit."""
+    weight rounded through that type by the gguf package), bit for bit. Q4_0/Q4_1 linears and
+    Q8_0 embedding and head come as blocks, to run as they are."""
     written = gguf_file(linear_type=kind, embedding_type=kind)
     model = GGUFModel(written.path)
     weights = model.weights()
@@ -33,6 +35,9 @@ def test_tensors_read_back_as_stored(gguf_file: WriteGGUF, kind: Q) -> None:
         weight = weights[name]
         if kind in (Q.Q4_0, Q.Q4_1) and name.endswith(("_proj.weight", "lm_head.weight")):
             assert isinstance(weight, Int4Blocks), name  # runs as it is
+            weight = weight.dequantize()
+        if kind == Q.Q8_0 and name in ("model.embed_tokens.weight", "lm_head.weight"):
+            assert isinstance(weight, Int8Blocks), name
             weight = weight.dequantize()
         assert isinstance(weight, torch.Tensor) and weight.dtype == torch.float32
         assert torch.equal(weight, expected), name

@@ -19,7 +19,7 @@ import torch
 from streamgate.engine.config import EngineConfig
 from streamgate.engine.model import quant
 from streamgate.engine.model.loader import LoadedModel, load_model
-from streamgate.engine.model.quant import Int4Linear
+from streamgate.engine.model.quant import Int4Linear, Q8Embedding, Q8Linear
 
 transformers = pytest.importorskip("transformers")
 
@@ -63,7 +63,7 @@ def native() -> LoadedModel:
 
 @pytest.fixture(scope="module")
 def on_aten() -> LoadedModel:
-    """The same model with its 4-bit layers on torch's CPU kernel (as without a compiler)."""
+    """The same model with its 4-bit layers on torch's CPU kernel (its Q8_0 head stays native)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(quant, "load_kernels", lambda: False)
         return load_model(EngineConfig(model=MODEL), max_positions=256)
@@ -152,6 +152,27 @@ def test_every_q4_1_weight_runs_with_the_files_numbers(
     assert worst < 0.05, worst
 
 
+def test_the_q8_0_embedding_and_tied_head_run_with_the_files_numbers(
+    native: LoadedModel, reader: gguf.GGUFReader
+) -> None:
+    """One int8 table with float16 scales for both, equal to the gguf package's float32
+    dequantization bit for bit (d * q is exact in float32), at a quarter of its bytes."""
+    tensor = next(t for t in reader.tensors if t.name == "token_embd.weight")
+    assert tensor.tensor_type == gguf.GGMLQuantizationType.Q8_0
+    expected = torch.from_numpy(gguf.quants.dequantize(np.asarray(tensor.data), tensor.tensor_type))
+    embedding, head = native.model.model.embed_tokens, native.model.lm_head
+    assert isinstance(embedding, Q8Embedding) and isinstance(head, Q8Linear)
+    assert head.codes is embedding.codes and head.scales is embedding.scales
+    assert torch.equal(embedding.dequantize(), expected)
+    assert torch.equal(head.dequantize(), expected)
+    assert embedding.codes.nbytes + embedding.scales.nbytes == expected.nbytes * 34 // 128
+    for rows in (1, 32):  # the kernel's one-row and multi-row loops on the real table
+        x = torch.randn(rows, 576, generator=torch.Generator().manual_seed(rows))
+        reference = x.double() @ expected.double().T
+        bound = x.double().abs() @ expected.double().abs().T  # float32 rounding scales with it
+        assert ((head(x).double() - reference).abs() / bound).max() <= 1e-5
+
+
 def test_logits_match_transformers(
     native: LoadedModel,
     on_aten: LoadedModel,
@@ -161,10 +182,11 @@ def test_logits_match_transformers(
 ) -> None:
     """Logits of a 40-token chat prompt, every position, against transformers' float32 model.
 
-    - Dequantized weights (`--dequantize`), the native kernel, and torch's kernel's layers on
-      their dequantizing path (more than 64 rows): the same float32 weights, so only the order
-      of float32 sums differs; measured max |difference| 6e-5 on logits up to 35. Bound: 1e-3
-      (a wrong permutation, scale or norm gives differences of several units).
+    - Dequantized weights (`--dequantize`), the native kernels (4-bit layers, Q8_0 head), and
+      torch's kernel's layers on their dequantizing path (more than 64 rows): the same float32
+      weights, so only the order of float32 sums differs; measured max |difference| 6e-5 on
+      logits up to 35. Bound: 1e-3 (a wrong permutation, scale or norm gives differences of
+      several units).
     - torch's CPU int4 kernel (prefills up to 64 tokens and every decode step): it rounds
       activations, outputs and its scales to bfloat16 (8 significant bits), layer after layer;
       measured max |difference| 0.77 (2% of the largest logit). Bound: 1.5, and the greedy

@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from streamgate.engine.config import EngineConfig
-from streamgate.engine.model import packaged
+from streamgate.engine.model import loader, packaged, quant
 from streamgate.engine.model.config import ModelConfigError
 from streamgate.engine.model.loader import TinyShape, load_model, open_model, write_tiny_model
-from streamgate.engine.model.quant import Int4Linear
+from streamgate.engine.model.quant import Int4Linear, Q8Embedding, Q8Linear, weight_bytes
 
 Q = gguf.GGMLQuantizationType
 Logits = Callable[[EngineConfig, list[int]], torch.Tensor]
@@ -100,12 +100,74 @@ def test_4_bit_gguf_weights_run_as_they_are(gguf_file: WriteGGUF) -> None:
     floats = load_model(EngineConfig(model=str(written.path), dequantize=True), max_positions=64)
     qkv = native.model.get_submodule("model.layers.0.self_attn.qkv_proj")
     assert isinstance(qkv, Int4Linear)
+    assert isinstance(native.model.lm_head, Int4Linear)  # untied: the file's Q4_1 head
+    embedding = native.model.model.embed_tokens
+    assert isinstance(embedding, Q8Embedding)  # Q8_0 table
+    assert torch.equal(embedding.dequantize(), written.expected["model.embed_tokens.weight"])
     assert isinstance(native.model.get_submodule("model.layers.0.mlp.down_proj"), Int4Linear)
     assert native.info.quantize == "Q4_1" and floats.info.quantize is None
     assert native.info.weight_bytes < floats.info.weight_bytes
     # The same numbers: the fused q/k/v of the dequantized load is the Int4Linear's weight.
     float_qkv = floats.model.get_parameter("model.layers.0.self_attn.qkv_proj.weight")
     assert torch.equal(qkv.dequantize(), float_qkv)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_q8_0_embedding_and_head_run_as_they_are(
+    gguf_file: WriteGGUF, model_logits: Callable[[Any, list[int]], torch.Tensor], tied: bool
+) -> None:
+    """A Q8_0 embedding and head (tied: one table, untied: two) keep their int8 codes and float16
+    scales, and compute what the dequantized load computes, up to float32 rounding."""
+    skip = ["output.weight"] if tied else []
+    written = gguf_file(linear_type=Q.Q8_0, embedding_type=Q.Q8_0, skip=skip)
+    config = EngineConfig(model=str(written.path))
+    native = load_model(config, max_positions=64)
+    floats = load_model(dataclasses.replace(config, dequantize=True), max_positions=64)
+    embedding, head = native.model.model.embed_tokens, native.model.lm_head
+    assert isinstance(embedding, Q8Embedding) and isinstance(head, Q8Linear)
+    assert (head.codes is embedding.codes) == tied
+    expected_head = written.expected["model.embed_tokens.weight" if tied else "lm_head.weight"]
+    assert torch.equal(embedding.dequantize(), written.expected["model.embed_tokens.weight"])
+    assert torch.equal(head.dequantize(), expected_head)
+    assert floats.model.get_parameter("lm_head.weight").dtype == torch.float32
+    # int8 codes and a float16 scale per 32: 34 bytes where float32 takes 128, counted once.
+    table = embedding.codes.nbytes + embedding.scales.nbytes
+    assert table == 512 * 64 * 34 // 32
+    head_bytes = 0 if tied else table
+    float_head = 0 if tied else 512 * 64 * 4
+    assert floats.info.weight_bytes - native.info.weight_bytes == (
+        512 * 64 * 4 + float_head - table - head_bytes
+    )
+    ids = [1, 70, 300, 71, 500, 72]
+    difference = model_logits(native, ids) - model_logits(floats, ids)
+    assert difference.abs().max() < 1e-4  # logits of a few units: float32 summation order
+
+
+def test_without_the_native_kernel_q8_0_tables_load_as_floats(
+    gguf_file: WriteGGUF, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its pure-torch path would dequantize the whole head at every call."""
+    monkeypatch.setattr(loader, "load_kernels", lambda: False)
+    monkeypatch.setattr(quant, "load_kernels", lambda: False)
+    written = gguf_file(linear_type=Q.Q8_0, embedding_type=Q.Q8_0, skip=["output.weight"])
+    loaded = load_model(EngineConfig(model=str(written.path)), max_positions=64)
+    assert isinstance(loaded.model.model.embed_tokens, torch.nn.Embedding)
+    assert loaded.model.lm_head.weight is loaded.model.model.embed_tokens.weight
+    assert torch.equal(loaded.model.lm_head.weight, written.expected["model.embed_tokens.weight"])
+
+
+def test_a_q8_0_table_keeps_its_numbers_in_half_precision(gguf_file: WriteGGUF) -> None:
+    written = gguf_file(embedding_type=Q.Q8_0, skip=["output.weight"])
+    config = EngineConfig(model=str(written.path), dtype="bfloat16")
+    loaded = load_model(config, max_positions=64)
+    embedding = loaded.model.model.embed_tokens
+    assert isinstance(embedding, Q8Embedding) and embedding.scales.dtype == torch.int16
+    ids = torch.tensor([3, 511, 3])
+    expected = written.expected["model.embed_tokens.weight"][ids].to(torch.bfloat16)
+    assert torch.equal(embedding(ids), expected)  # exact, then rounded once
+    hidden = torch.randn(2, 64, dtype=torch.bfloat16)
+    assert loaded.model.lm_head(hidden).dtype == torch.bfloat16
+    assert weight_bytes(loaded.model) == loaded.info.weight_bytes
 
 
 def test_quantize_applies_to_float_weights_only(gguf_file: WriteGGUF) -> None:

@@ -2,9 +2,10 @@
 
 native (compiles the C++ sources with the system compiler on first use, cached by torch; None
 when that is impossible) -> int4 (4-bit group-quantized matmul on the file's own scales and
-minimums).
+minimums), int8 (8-bit codes with a float16 scale per group: GGUF's Q8_0).
 """
 
 from streamgate.engine.model.kernels.int4 import Int4Path, Int4Tiles, int4_mm
+from streamgate.engine.model.kernels.int8 import Int8Blocks, Int8Path, int8_mm
 
-__all__ = ["Int4Path", "Int4Tiles", "int4_mm"]
+__all__ = ["Int4Path", "Int4Tiles", "Int8Blocks", "Int8Path", "int4_mm", "int8_mm"]

@@ -1,6 +1,6 @@
 """The compiled kernel library: the `.cpp` files here, built once per source version and machine.
 
-Built on first use (the first Int4Linear of a model that asks for it; `make run` and
+Built on first use (the first Int4Linear or Q8Linear of a model that asks for it; `make run` and
 `make test` ask once at set-up, so that no engine start waits for it), not by pip: a wheel
 built then would tie the package to the compiler and CPU of the building machine.
 `torch.utils.cpp_extension.load` compiles
