@@ -13,6 +13,8 @@
 
 #include <immintrin.h>
 
+#include "parallel.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -378,7 +380,9 @@ at::Tensor paged_attention(const at::Tensor& q, const at::Tensor& k_cache,
                     1.0f / std::sqrt(static_cast<float>(dim))};
   const int64_t group = heads / kv_heads;
   const bool avx2 = vectorized && cpu_has_avx2_fma() && dim % 8 == 0 && group <= kMaxGroup;
-  at::parallel_for(0, batch * kv_heads, 1, [&](int64_t begin, int64_t end) {
+  // A task: one sequence and key/value head, ~2 * group * dim multiply-adds per position.
+  const int64_t grain = streamgate::grain_for(2 * group * dim * longest, 1);
+  at::parallel_for(0, batch * kv_heads, grain, [&](int64_t begin, int64_t end) {
     std::vector<float> scores(group * longest);
     std::vector<int64_t> rows(longest);
     for (int64_t task = begin; task < end; ++task) {

@@ -24,6 +24,8 @@
 
 #include <immintrin.h>
 
+#include "parallel.h"
+
 #include <algorithm>
 #include <cstdint>
 #include <vector>
@@ -212,7 +214,8 @@ at::Tensor int4_mm(const at::Tensor& x, const at::Tensor& codes, const at::Tenso
                   y.data_ptr<float>(),
                   rows, K, out_features, group_size, groups};
   const bool avx2 = vectorized && cpu_has_avx2();
-  at::parallel_for(0, tiles, kGrain, [&](int64_t t0, int64_t t1) {
+  const int64_t grain = streamgate::grain_for(rows * K * kTile, kGrain);
+  at::parallel_for(0, tiles, grain, [&](int64_t t0, int64_t t1) {
     if (!avx2) {
       scalar_tiles(p, t0, t1);
     } else if (rows == 1) {
@@ -241,7 +244,7 @@ at::Tensor int4_dequantize_t(const at::Tensor& codes, const at::Tensor& params,
   const uint32_t* words = reinterpret_cast<const uint32_t*>(codes.data_ptr<int32_t>());
   const at::Half* sm = reinterpret_cast<const at::Half*>(params.data_ptr<int16_t>());
   float* out = w.data_ptr<float>();
-  at::parallel_for(0, tiles, kGrain, [&](int64_t t0, int64_t t1) {
+  at::parallel_for(0, tiles, streamgate::grain_for(K * kTile, kGrain), [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t n0 = t * kTile, count = std::min<int64_t>(kTile, N - n0);
       for (int64_t g = 0; g < groups; ++g) {

@@ -20,6 +20,8 @@
 
 #include <immintrin.h>
 
+#include "parallel.h"
+
 #include <algorithm>
 #include <cstdint>
 
@@ -209,7 +211,7 @@ at::Tensor int8_mm(const at::Tensor& x, const at::Tensor& codes, const at::Tenso
                   y.data_ptr<float>(),
                   rows, K, N, group_size, groups};
   const bool avx2 = vectorized && cpu_has_avx2();
-  at::parallel_for(0, N, kGrain, [&](int64_t n0, int64_t n1) {
+  at::parallel_for(0, N, streamgate::grain_for(rows * K, kGrain), [&](int64_t n0, int64_t n1) {
     if (!avx2) {
       scalar_outputs(p, n0, n1);
     } else if (rows == 1) {
