@@ -3,6 +3,10 @@
 Module names follow transformers' checkpoints (`model.layers.N.self_attn.q_proj` ...) so that
 safetensors load by name; q/k/v and gate/up are fused at load time (fewer kernel launches per step,
 which dominate the cost of small models on a CPU).
+
+Within the decoder, submodules are called through `.forward`: `nn.Module.__call__` looks for hooks
+(none are used here) at a few microseconds a call, seven calls per layer per step: 0.9 ms of a
+15 ms one-stream decode step of SmolLM2-135M.
 """
 
 from __future__ import annotations
@@ -166,7 +170,8 @@ class Attention(nn.Module):
         v_cache: torch.Tensor,
     ) -> torch.Tensor:
         rows = x.shape[0]
-        qkv = self.qkv_proj(x).view(rows, self.num_heads + 2 * self.num_kv_heads, self.head_dim)
+        heads = self.num_heads + 2 * self.num_kv_heads
+        qkv = self.qkv_proj.forward(x).view(rows, heads, self.head_dim)
         qk = decoder.rope_and_cache(
             qkv, rope, batch.slot_mapping, k_cache, v_cache, self.num_heads, self.num_kv_heads
         )
@@ -177,7 +182,8 @@ class Attention(nn.Module):
         for group in batch.decodes:
             outputs.append(self._decode(q, group, batch.block_size, k_cache, v_cache))
         out = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
-        result: torch.Tensor = self.o_proj(out.reshape(rows, self.num_heads * self.head_dim))
+        out = out.reshape(rows, self.num_heads * self.head_dim)
+        result: torch.Tensor = self.o_proj.forward(out)
         return result
 
     def _prefill(
@@ -232,7 +238,7 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.down_proj(decoder.silu_mul(self.gate_up_proj(x)))
+        out: torch.Tensor = self.down_proj.forward(decoder.silu_mul(self.gate_up_proj.forward(x)))
         return out
 
 
@@ -260,9 +266,9 @@ class DecoderLayer(nn.Module):
             residual, x = delta, self.input_layernorm(delta)
         else:
             residual, x = self.input_layernorm.add_forward(residual, delta)
-        attended = self.self_attn(x, rope, batch, k_cache, v_cache)
+        attended = self.self_attn.forward(x, rope, batch, k_cache, v_cache)
         residual, x = self.post_attention_layernorm.add_forward(residual, attended)
-        return self.mlp(x), residual
+        return self.mlp.forward(x), residual
 
 
 class LlamaBody(nn.Module):
@@ -331,7 +337,7 @@ class LlamaForCausalLM(nn.Module):
         for layer, k_cache, v_cache in zip(
             self.model.layers, cache.keys, cache.values, strict=True
         ):
-            x, residual = layer(x, residual, rope, batch, k_cache, v_cache)
+            x, residual = layer.forward(x, residual, rope, batch, k_cache, v_cache)
         if residual is None:  # a model without layers
             out: torch.Tensor = self.model.norm(x)
             return out
