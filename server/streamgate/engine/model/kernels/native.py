@@ -1,14 +1,14 @@
 """The compiled kernel library: the `.cpp` files here, built once per source version and machine.
 
-Built on first use (the first Int4Linear or Q8Linear of a model that asks for it; `make run` and
-`make test` ask once at set-up, so that no engine start waits for it), not by pip: a wheel
-built then would tie the package to the compiler and CPU of the building machine.
-`torch.utils.cpp_extension.load` compiles
-with the system C++ compiler and ninja into torch's extension cache (`TORCH_EXTENSIONS_DIR`,
-default ~/.cache/torch_extensions: outside the checkout), keyed by a hash of the sources, so
-later processes only load the shared library; concurrent first builds wait on torch's lock.
-A cold build takes 25-30 s on 2 cores. The CPU's vector units are checked at run time
-by the library itself (AVX2 + FMA + F16C, else a scalar loop).
+Built on first use (the first native operation a model runs; `make run` and `make test` ask
+once at set-up, so that no engine start waits for it), not by pip: a wheel built then would tie
+the package to the compiler and CPU of the building machine. `torch.utils.cpp_extension.load`
+compiles with the system C++ compiler and ninja into torch's extension cache
+(`TORCH_EXTENSIONS_DIR`, default ~/.cache/torch_extensions: outside the checkout), keyed by a
+hash of the sources (ninja follows the headers), so later processes only load the shared
+library; concurrent first builds wait on torch's lock. A cold build takes 25-30 s on 2 cores.
+The CPU's vector units are checked at run time by the library itself (AVX2 + FMA + F16C, else
+scalar loops).
 """
 
 from __future__ import annotations
