@@ -41,6 +41,9 @@ before(async () => {
       routes: [
         { name: "tiny", backends: ["embedded"], max_new_tokens: 400 },
         { name: "tiny-short", backends: ["embedded"], max_new_tokens: 8 },
+        // Stop must land while the engine still generates: the tiny model streams 400 tokens
+        // in well under a second, faster than the page draws them.
+        { name: "tiny-long", backends: ["embedded"], max_new_tokens: 1900 },
       ],
       // Every message must reach the engine (the same prompt repeats).
       cache: { enabled: false },
@@ -103,7 +106,7 @@ void describe("the chat page", () => {
     await page.getByLabel("API key").dispatchEvent("change");
     await waitFor(async () => (await page.getByLabel("Model").isEnabled()), "the model picker");
     const models = await page.getByLabel("Model").locator("option").allTextContents();
-    assert.deepEqual(models, ["tiny", "tiny-short"]);
+    assert.deepEqual(models, ["tiny", "tiny-short", "tiny-long"]);
     assert.equal(await page.getByLabel("Model").inputValue(), "tiny"); // the default route
     assert.equal(await page.getByRole("alert").isHidden(), true);
     for (const name of ["Send", "Stop", "New chat"]) {
@@ -155,7 +158,7 @@ void describe("the chat page", () => {
     const { gateway } = started();
     const cancelled = 'streamgate_requests_total{code="CANCELLED",method="GenerateStream"}';
     const before = await metric(gateway.metricsUrl, cancelled);
-    await ask(page, PROMPT, "tiny");
+    await ask(page, PROMPT, "tiny-long");
     const answer = lastAnswer(page);
     await waitFor(async () => (await answer.locator(".text").innerText()).length > 0, "a token");
     const batch = () => metric(`${gateway.engineUrl}/metrics`, "tgi_batch_current_size");
